@@ -1,1 +1,22 @@
-//! pollbus
+//! pollbus: polls SaaS systems that have no change events and publishes a clean
+//! change-notification stream (the `api.event.<entity>` contract) to Azure Service Bus.
+//!
+//! ```text
+//! source ──pages──► detect ──► store (snapshots + outbox + cursor, one transaction per page)
+//!                                         └──► outbox publisher ──► sink
+//! ```
+//! See `design.md` in the repository's shared folder and the README for the whole picture.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod contract;
+pub mod daemon;
+pub mod detect;
+pub mod outbox;
+pub mod plan;
+pub mod poll;
+pub mod record;
+pub mod sink;
+pub mod source;
+pub mod store;

@@ -1,1 +1,136 @@
-fn main() {}
+//! The `pollbus` binary: parses the command line, loads the configuration (exit 64 when it is
+//! invalid) and hands over to the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use pollbus::cli::{Cli, Command};
+use pollbus::clock::SystemClock;
+use pollbus::config::{Config, LogFormat};
+use pollbus::daemon::App;
+
+/// EX_USAGE: the configuration is invalid.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = match &cli.command {
+        Command::Run { config }
+        | Command::PollOnce { config, .. }
+        | Command::Check { config }
+        | Command::State { config, .. } => config.clone(),
+    };
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            for problem in &e.problems {
+                eprintln!("pollbus: config error: {problem}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pollbus: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pollbus: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check { .. } => {
+            print!("{}", pollbus::plan::describe(&config));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { .. } => {
+            let app = App::start(config, Arc::new(SystemClock))
+                .await
+                .context("cannot start")?;
+            let stop = CancellationToken::new();
+            tokio::spawn(watch_signals(stop.clone()));
+            let left = app.run(stop).await?;
+            if left > 0 {
+                eprintln!("pollbus: stopped with {left} messages still in the outbox; they are sent on the next start");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PollOnce { resource, .. } => {
+            let app = App::start(config, Arc::new(SystemClock))
+                .await
+                .context("cannot start")?;
+            let (report, errors, left) = app.poll_once(resource.as_deref()).await?;
+            eprintln!(
+                "pollbus: polled {} pages, {} records: {} created, {} updated, {} deleted, {} no-op, {} skipped; outbox left {}",
+                report.pages, report.records, report.created, report.updated, report.deleted,
+                report.noop, report.skipped, left
+            );
+            for e in &errors {
+                eprintln!("pollbus: poll failed: {e}");
+            }
+            Ok(if errors.is_empty() && left == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::State { action, .. } => {
+            let store = pollbus::store::open(config.state.url.expose()).await?;
+            pollbus::plan::state(store.as_ref(), action, &mut std::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful stop. Second: exit at once (state stays consistent: every
+/// page is one transaction).
+async fn watch_signals(stop: CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("signal received; stopping gracefully (send again to exit at once)");
+    stop.cancel();
+    wait_for_signal().await;
+    eprintln!("pollbus: second signal; exiting at once");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,297 @@
+//! Configuration: TOML file → typed [`Config`], validated (no IO, all problems at once) and with
+//! its secret references resolved.
+//!
+//! ```text
+//! load(path) = read file → parse TOML (first syntax/type error) → validate (all problems)
+//!              → resolve ${env:…}/${file:…} secrets (all failures)
+//! ```
+
+mod model;
+mod secret;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use model::*;
+pub use secret::{Secret, SecretError, SecretRef};
+
+/// One thing wrong with a configuration, at a config path such as
+/// `sources[0].resources[2].fields.City`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where in the configuration (dotted path with indexes), or the file for read errors.
+    pub path: String,
+    /// What is wrong, naming the value.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A configuration that cannot be used; displays one problem per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![Problem {
+                path: path.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses, validates and resolves the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::one(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.resolve_secrets()?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text (no IO; secrets stay unresolved). `origin` names the text
+    /// in syntax errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
+        let problems = validate::validate(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Resolves every secret reference, reporting every one that fails.
+    pub fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut resolve = |path: String, secret: &mut Secret| {
+            if let Err(e) = secret.resolve() {
+                problems.push(Problem {
+                    path,
+                    message: format!("{} ({})", e, secret.reference()),
+                });
+            }
+        };
+        resolve("state.url".into(), &mut self.state.url);
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            let path = format!("sources[{i}].auth");
+            match &mut source.auth {
+                AuthConfig::None => {}
+                AuthConfig::Basic { password, .. } => resolve(format!("{path}.password"), password),
+                AuthConfig::Bearer { token } => resolve(format!("{path}.token"), token),
+                AuthConfig::Header { value, .. } => resolve(format!("{path}.value"), value),
+                AuthConfig::Oauth2 {
+                    client_secret,
+                    password,
+                    refresh_token,
+                    ..
+                } => {
+                    resolve(format!("{path}.client_secret"), client_secret);
+                    if let Some(password) = password {
+                        resolve(format!("{path}.password"), password);
+                    }
+                    if let Some(token) = refresh_token {
+                        resolve(format!("{path}.refresh_token"), token);
+                    }
+                }
+            }
+        }
+        let url = self.state.url.expose();
+        if problems.is_empty()
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            // Only the scheme is shown: the rest of a URL may hold a password.
+            let scheme = url.split(':').next().unwrap_or_default();
+            problems.push(Problem {
+                path: "state.url".into(),
+                message: format!(
+                    "unsupported scheme {scheme:?}; use sqlite://PATH or postgres://…"
+                ),
+            });
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The JSON Schema of the configuration file (`schemas/config.schema.json`).
+    pub fn json_schema() -> serde_json::Value {
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .into_generator()
+            .into_root_schema_for::<Config>();
+        serde_json::to_value(schema).expect("schema serializes")
+    }
+}
+
+/// Turns a TOML/serde error into a problem naming the key path and line.
+fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let location = e
+        .span()
+        .map(|span| {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{origin}:{line}")
+        })
+        .unwrap_or_else(|| origin.to_string());
+    let message = e.message().replace('\n', " ");
+    ConfigError::one(location, message.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[sources]]
+name = "demo"
+kind = "demo"
+source_system = "CRM"
+  [[sources.resources]]
+  name = "customers"
+  entity = "customer"
+  fields = { FirstName = "first_name", City = "address.city" }
+"#;
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = Config::parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.sink.topic_prefix(), "api.event.");
+        assert_eq!(c.state.url.expose(), "sqlite://./data/pollbus.db");
+        let r = &c.sources[0].resources[0];
+        assert_eq!(
+            r.fields.keys().collect::<Vec<_>>(),
+            ["FirstName", "City"],
+            "config order is kept"
+        );
+        assert_eq!(r.initial, InitialMode::Baseline);
+        assert_eq!(
+            c.sources[0].effective_jitter(),
+            std::time::Duration::from_secs(6)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_line() {
+        let text = MINIMAL.replace(
+            "source_system = \"CRM\"",
+            "source_system = \"CRM\"\ncolour = 1",
+        );
+        let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.starts_with("t.toml:6: unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_rejected() {
+        let text = MINIMAL.replace(
+            "source_system = \"CRM\"",
+            "source_system = \"CRM\"\ninterval = \"soon\"",
+        );
+        let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("t.toml:6"), "{err}");
+        assert!(err.contains("soon") || err.contains("invalid"), "{err}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = r#"
+[[sources]]
+name = "a b"
+kind = "servicenow"
+source_system = ""
+  [[sources.resources]]
+  name = "t"
+  entity = "cust omer"
+  fields = { City = "" }
+  [[sources.resources]]
+  name = "t"
+  entity = "x"
+  fields = { A = "a..b" }
+  deletes = "audit"
+[[sources]]
+name = "dup"
+kind = "demo"
+source_system = "X"
+resources = [{ name = "c", entity = "c", fields = { A = "a" } }]
+[[sources]]
+name = "dup"
+kind = "demo"
+source_system = "X"
+resources = [{ name = "c", entity = "c.", fields = { A = "a" }, deletes = "audit" }]
+"#;
+        let err = Config::parse(text, "t.toml").unwrap_err();
+        let lines: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        let expect = [
+            "sources[0].name: \"a b\" must be non-empty letters, digits, '-' or '_'",
+            "sources[0].source_system: empty source_system",
+            "sources[0].base_url: required for kind \"servicenow\"",
+            "sources[0].resources[0].entity: \"cust omer\" contains ' '",
+            "sources[0].resources[0].fields.City: empty vendor path",
+            "sources[0].resources[1].name: duplicate resource name \"t\"",
+            "sources[0].resources[1].fields.A: empty segment in vendor path \"a..b\"",
+            "sources[2].name: duplicate source name \"dup\"",
+            "sources[2].resources[0].entity: topic \"api.event.c.\" must start and end with a letter or digit",
+            "sources[2].resources[0].deletes: \"audit\" needs a vendor delete audit",
+        ];
+        for e in expect {
+            assert!(
+                lines.iter().any(|l| l.starts_with(e)),
+                "missing {e:?} in:\n{}",
+                lines.join("\n")
+            );
+        }
+        assert_eq!(lines.len(), expect.len(), "{}", lines.join("\n"));
+    }
+
+    #[test]
+    fn unset_env_secret_is_reported_with_path_and_reference() {
+        let text = MINIMAL.replace(
+            "[[sources]]",
+            "[state]\nurl = \"${env:POLLBUS_TEST_UNSET_STATE}\"\n[[sources]]",
+        );
+        let mut c = Config::parse(&text, "t.toml").unwrap();
+        let err = c.resolve_secrets().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "state.url: environment variable POLLBUS_TEST_UNSET_STATE is not set (${env:POLLBUS_TEST_UNSET_STATE})"
+        );
+    }
+
+    #[test]
+    fn state_url_scheme_is_checked_without_showing_the_rest() {
+        let text = MINIMAL.replace(
+            "[[sources]]",
+            "[state]\nurl = \"mysql://user:pw@host/db\"\n[[sources]]",
+        );
+        let mut c = Config::parse(&text, "t.toml").unwrap();
+        let err = c.resolve_secrets().unwrap_err().to_string();
+        assert!(err.contains("\"mysql\""), "{err}");
+        assert!(!err.contains("pw"), "{err}");
+    }
+}

@@ -1,0 +1,536 @@
+//! The configuration file's types: the user interface of pollbus.
+//!
+//! Every struct denies unknown keys and every field is documented; `schemas/config.schema.json`
+//! is generated from these types (see `tests/config_schema.rs`).
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::secret::Secret;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where pollbus keeps cursors, snapshots, the outbox and tokens.
+    #[serde(default)]
+    pub state: StateConfig,
+    /// Where change notifications are published.
+    #[serde(default)]
+    pub sink: SinkConfig,
+    /// How the outbox is drained to the sink.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// How long `run` may take, after SIGINT/SIGTERM, to finish in-flight pages and flush the
+    /// outbox before it exits.
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "20s"))]
+    pub shutdown_grace: Duration,
+    /// The systems to poll.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// The state store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `sqlite://PATH` (default `sqlite://./data/pollbus.db`; the folder is created) or
+    /// `postgres://…` for several replicas. May be a `${env:…}` / `${file:…}` reference, since a
+    /// PostgreSQL URL can hold a password.
+    #[serde(default = "defaults::state_url")]
+    pub url: Secret,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            url: defaults::state_url(),
+        }
+    }
+}
+
+/// The sink: where messages go.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// One JSON line per message on standard output, exactly what Service Bus would get.
+    Stdout {
+        /// Prefix of every topic name; the entity name follows it.
+        #[serde(default = "defaults::topic_prefix")]
+        topic_prefix: String,
+    },
+    /// One JSON line per message appended to a file.
+    Jsonl {
+        /// Prefix of every topic name; the entity name follows it.
+        #[serde(default = "defaults::topic_prefix")]
+        topic_prefix: String,
+        /// The file to append to (created with its folder if missing).
+        path: String,
+    },
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig::Stdout {
+            topic_prefix: defaults::topic_prefix(),
+        }
+    }
+}
+
+impl SinkConfig {
+    /// The prefix topic names start with.
+    pub fn topic_prefix(&self) -> &str {
+        match self {
+            SinkConfig::Stdout { topic_prefix } | SinkConfig::Jsonl { topic_prefix, .. } => {
+                topic_prefix
+            }
+        }
+    }
+
+    /// The sink's kind as written in the configuration.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Stdout { .. } => "stdout",
+            SinkConfig::Jsonl { .. } => "jsonl",
+        }
+    }
+}
+
+/// Outbox publisher settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Most messages handed to the sink at once.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: u32,
+    /// Most rows the outbox may hold; polling pauses (with a warning) while it is full, so a sink
+    /// outage never loses a change.
+    #[serde(default = "defaults::max_rows")]
+    pub max_rows: u64,
+    /// First wait after a retryable sink error.
+    #[serde(default = "defaults::backoff_min", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "1s"))]
+    pub backoff_min: Duration,
+    /// Longest wait between retries of a failing sink.
+    #[serde(default = "defaults::backoff_max", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "60s"))]
+    pub backoff_max: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            batch_size: defaults::batch_size(),
+            max_rows: defaults::max_rows(),
+            backoff_min: defaults::backoff_min(),
+            backoff_max: defaults::backoff_max(),
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (human) or `json` (one object per line, for containers).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter, e.g. `info,pollbus=debug`. The `RUST_LOG` environment variable
+    /// wins when set.
+    #[serde(default = "defaults::log_filter")]
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            filter: defaults::log_filter(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// JSON objects, one per line.
+    Json,
+}
+
+/// One system to poll.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name; names the source's state (cursors, snapshots). Letters, digits, `-`, `_`.
+    pub name: String,
+    /// The kind of system.
+    pub kind: SourceKind,
+    /// `sourceSystem` in every message body (e.g. `CRM`).
+    pub source_system: String,
+    /// Base URL of the vendor API (HTTP sources).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// How often each resource is polled.
+    #[serde(default = "defaults::interval", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "60s"))]
+    pub interval: Duration,
+    /// Random extra delay (0..jitter) added to each interval so resources do not poll in
+    /// lockstep. Default: a tenth of `interval`.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub jitter: Option<Duration>,
+    /// How far before the cursor each poll starts (`updated >= cursor - overlap`), so late
+    /// commits and clock skew lose nothing; records already seen are dropped by the snapshot
+    /// diff.
+    #[serde(default = "defaults::overlap", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "60s"))]
+    pub overlap: Duration,
+    /// Records per page requested from the vendor (vendor default when absent).
+    #[serde(default)]
+    pub page_size: Option<u32>,
+    /// How pollbus authenticates to the vendor.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Most requests per hour this source may send (a vendor rate-limit rule), none when absent.
+    #[serde(default)]
+    pub max_requests_per_hour: Option<u32>,
+    /// Settings of the `demo` source.
+    #[serde(default)]
+    pub demo: Option<DemoConfig>,
+    /// The resources (tables, endpoints) polled on this source.
+    pub resources: Vec<ResourceConfig>,
+}
+
+impl SourceConfig {
+    /// The jitter in force: configured, or a tenth of the interval.
+    pub fn effective_jitter(&self) -> Duration {
+        self.jitter.unwrap_or(self.interval / 10)
+    }
+}
+
+/// The kinds of source pollbus knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// ServiceNow Table API.
+    Servicenow,
+    /// Revel Systems API.
+    Revel,
+    /// SAP Concur Expense v3.
+    Concur,
+    /// Any JSON REST API described by a URL template.
+    Rest,
+    /// Synthetic customers, for trying pollbus out.
+    Demo,
+}
+
+impl SourceKind {
+    /// The kind as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Servicenow => "servicenow",
+            SourceKind::Revel => "revel",
+            SourceKind::Concur => "concur",
+            SourceKind::Rest => "rest",
+            SourceKind::Demo => "demo",
+        }
+    }
+
+    /// The id field used when a resource does not name one.
+    pub fn default_id_field(self) -> &'static str {
+        match self {
+            SourceKind::Servicenow => "sys_id",
+            SourceKind::Concur => "ID",
+            _ => "id",
+        }
+    }
+}
+
+/// Vendor authentication.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// No authentication.
+    #[default]
+    None,
+    /// HTTP basic authentication.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// A bearer token sent as `Authorization: Bearer …`.
+    Bearer {
+        /// The token.
+        token: Secret,
+    },
+    /// A custom header, e.g. Revel's `API-AUTHENTICATION: key:secret`.
+    Header {
+        /// Header name.
+        name: String,
+        /// Header value.
+        value: Secret,
+    },
+    /// OAuth 2.0 with token refresh; tokens are kept in the state store.
+    Oauth2 {
+        /// Token endpoint; default per vendor (ServiceNow `/oauth_token.do`).
+        #[serde(default)]
+        token_url: Option<String>,
+        /// The grant used to obtain tokens.
+        #[serde(default)]
+        grant: OAuthGrant,
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: Secret,
+        /// User name (password grant).
+        #[serde(default)]
+        username: Option<String>,
+        /// Password (password grant).
+        #[serde(default)]
+        password: Option<Secret>,
+        /// Refresh token (refresh_token grant); a rotated token replaces it in the state store.
+        #[serde(default)]
+        refresh_token: Option<Secret>,
+    },
+}
+
+impl AuthConfig {
+    /// The auth kind as written in the configuration.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthConfig::None => "none",
+            AuthConfig::Basic { .. } => "basic",
+            AuthConfig::Bearer { .. } => "bearer",
+            AuthConfig::Header { .. } => "header",
+            AuthConfig::Oauth2 { .. } => "oauth2",
+        }
+    }
+}
+
+/// OAuth 2.0 grant types.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthGrant {
+    /// Refresh-token grant (the default: an operator authorizes once).
+    #[default]
+    RefreshToken,
+    /// Resource-owner password grant.
+    Password,
+    /// Client-credentials grant.
+    ClientCredentials,
+}
+
+/// Settings of the synthetic `demo` source.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Seed of the synthetic data; the same seed gives the same customers and changes.
+    #[serde(default = "defaults::demo_seed")]
+    pub seed: u64,
+    /// How many customer slots exist (live records at any time are a bit fewer).
+    #[serde(default = "defaults::demo_records")]
+    pub records: u32,
+    /// Changes (creates, updates, deletes) per minute across all records.
+    #[serde(default = "defaults::demo_changes_per_minute")]
+    pub changes_per_minute: u32,
+    /// Changes in one customer's life: it is created, updated `lifetime_changes - 2` times,
+    /// then deleted, and its slot is reused by a new customer.
+    #[serde(default = "defaults::demo_lifetime_changes")]
+    pub lifetime_changes: u32,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            seed: defaults::demo_seed(),
+            records: defaults::demo_records(),
+            changes_per_minute: defaults::demo_changes_per_minute(),
+            lifetime_changes: defaults::demo_lifetime_changes(),
+        }
+    }
+}
+
+/// One vendor table / endpoint mapped to one entity.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// The vendor's table or resource name (ServiceNow table, Revel resource, …).
+    pub name: String,
+    /// The entity name: `type` in the message body and the topic suffix
+    /// (`<topic_prefix><entity>`, e.g. `api.event.customer`).
+    pub entity: String,
+    /// The field holding the record's id (vendor default when absent: `sys_id`, `ID`, `id`).
+    #[serde(default)]
+    pub id_field: Option<String>,
+    /// Tracked fields: contract field name = vendor path (dotted for nested JSON, e.g.
+    /// `address.city`). Only these are compared and published, in this order.
+    pub fields: IndexMap<String, String>,
+    /// Where `onBehalfOf` comes from.
+    #[serde(default)]
+    pub on_behalf_of: Option<OnBehalfOf>,
+    /// Which record fields hold the created/updated dates and how to read them.
+    #[serde(default)]
+    pub dates: DatesConfig,
+    /// How deleted records are detected.
+    #[serde(default)]
+    pub deletes: DeleteMode,
+    /// How often `deletes = "reconcile"` lists all ids to find deleted records.
+    #[serde(default = "defaults::reconcile_interval", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "1h"))]
+    pub reconcile_interval: Duration,
+    /// Refuse a reconciliation that would delete more than this fraction of the known records
+    /// (protects against an API that suddenly lists nothing). 1.0 disables the guard.
+    #[serde(default = "defaults::reconcile_max_delete_ratio")]
+    pub reconcile_max_delete_ratio: f64,
+    /// What the very first poll of a resource does with the records it finds.
+    #[serde(default)]
+    pub initial: InitialMode,
+    /// A record first seen after the baseline is a CREATE when created and updated dates differ
+    /// by at most this much, else an UPDATE listing all tracked fields.
+    #[serde(default = "defaults::create_tolerance", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "1s"))]
+    pub create_tolerance: Duration,
+}
+
+/// Where `onBehalfOf` comes from: exactly one of `field` and `value`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnBehalfOf {
+    /// A record field (dotted path), e.g. `sys_updated_by`.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// A fixed value, e.g. `IFS`.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// Record date fields (the Cloud Elements `datesConfiguration`).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatesConfig {
+    /// Field holding the last-updated date (vendor default when absent).
+    #[serde(default)]
+    pub updated_field: Option<String>,
+    /// Java date pattern of the updated date (e.g. `yyyy-MM-dd HH:mm:ss`); RFC 3339 when absent.
+    #[serde(default)]
+    pub updated_format: Option<String>,
+    /// Zone of updated dates without an offset (`UTC`, `PST`, `Europe/Oslo`, `-8:00`).
+    #[serde(default)]
+    pub updated_timezone: Option<String>,
+    /// Field holding the creation date (vendor default when absent).
+    #[serde(default)]
+    pub created_field: Option<String>,
+    /// Java date pattern of the created date; RFC 3339 when absent.
+    #[serde(default)]
+    pub created_format: Option<String>,
+    /// Zone of created dates without an offset.
+    #[serde(default)]
+    pub created_timezone: Option<String>,
+}
+
+/// How deleted records are detected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Deletes are not detected.
+    #[default]
+    Off,
+    /// List all ids every `reconcile_interval`; known ids that are gone are deleted.
+    Reconcile,
+    /// Read the vendor's delete audit (ServiceNow `sys_audit_delete`).
+    Audit,
+    /// Both: the audit for speed, reconciliation as the backstop. A delete is emitted once.
+    Both,
+}
+
+impl DeleteMode {
+    /// Whether id reconciliation runs.
+    pub fn reconciles(self) -> bool {
+        matches!(self, DeleteMode::Reconcile | DeleteMode::Both)
+    }
+
+    /// Whether the vendor's delete audit is read.
+    pub fn audits(self) -> bool {
+        matches!(self, DeleteMode::Audit | DeleteMode::Both)
+    }
+}
+
+/// What the first poll of a resource does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialMode {
+    /// Record snapshots silently; only later changes are published.
+    #[default]
+    Baseline,
+    /// Publish every existing record (CREATE or UPDATE by the created/updated rule).
+    Emit,
+}
+
+/// Default values, one function per key so serde and the schema agree.
+pub(crate) mod defaults {
+    use super::*;
+
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub fn state_url() -> Secret {
+        Secret::literal("sqlite://./data/pollbus.db")
+    }
+    pub fn topic_prefix() -> String {
+        "api.event.".to_string()
+    }
+    pub fn batch_size() -> u32 {
+        100
+    }
+    pub fn max_rows() -> u64 {
+        100_000
+    }
+    pub fn backoff_min() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn backoff_max() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn log_filter() -> String {
+        "info".to_string()
+    }
+    pub fn interval() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn overlap() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn reconcile_interval() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn reconcile_max_delete_ratio() -> f64 {
+        0.5
+    }
+    pub fn create_tolerance() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn demo_seed() -> u64 {
+        42
+    }
+    pub fn demo_records() -> u32 {
+        20
+    }
+    pub fn demo_changes_per_minute() -> u32 {
+        30
+    }
+    pub fn demo_lifetime_changes() -> u32 {
+        8
+    }
+}

@@ -1,0 +1,354 @@
+//! Semantic validation of a parsed [`Config`]: no IO, every problem reported at once with the
+//! path of the offending key and its value.
+
+use std::collections::HashSet;
+
+use super::model::*;
+use super::Problem;
+use crate::record::FieldPath;
+
+/// Longest Service Bus topic name.
+const MAX_TOPIC_LEN: usize = 260;
+
+/// Collects problems with their config paths.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks everything that can be checked without IO.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut p = Problems::default();
+    validate_outbox(&config.outbox, &mut p);
+    validate_sink(&config.sink, &mut p);
+    if config.sources.is_empty() {
+        p.push("sources", "at least one source is required");
+    }
+    let mut names = HashSet::new();
+    for (i, source) in config.sources.iter().enumerate() {
+        let path = format!("sources[{i}]");
+        if !names.insert(source.name.as_str()) {
+            p.push(
+                format!("{path}.name"),
+                format!("duplicate source name {:?}", source.name),
+            );
+        }
+        validate_source(source, &path, config.sink.topic_prefix(), &mut p);
+    }
+    p.0
+}
+
+fn validate_outbox(outbox: &OutboxConfig, p: &mut Problems) {
+    if !(1..=1000).contains(&outbox.batch_size) {
+        p.push(
+            "outbox.batch_size",
+            format!("{} is outside 1..=1000", outbox.batch_size),
+        );
+    }
+    if outbox.max_rows < u64::from(outbox.batch_size) {
+        p.push(
+            "outbox.max_rows",
+            format!(
+                "{} is smaller than outbox.batch_size {}",
+                outbox.max_rows, outbox.batch_size
+            ),
+        );
+    }
+    if outbox.backoff_min.is_zero() || outbox.backoff_min > outbox.backoff_max {
+        p.push(
+            "outbox.backoff_min",
+            format!(
+                "{} must be above zero and at most outbox.backoff_max {}",
+                humantime::format_duration(outbox.backoff_min),
+                humantime::format_duration(outbox.backoff_max)
+            ),
+        );
+    }
+}
+
+fn validate_sink(sink: &SinkConfig, p: &mut Problems) {
+    let prefix = sink.topic_prefix();
+    if let Some(bad) = prefix.chars().find(|c| !is_topic_char(*c)) {
+        p.push(
+            "sink.topic_prefix",
+            format!("{prefix:?} contains {bad:?}; topic names allow letters, digits, '.', '-', '_', '/'"),
+        );
+    }
+    if let SinkConfig::Jsonl { path, .. } = sink {
+        if path.trim().is_empty() {
+            p.push("sink.path", "empty path");
+        }
+    }
+}
+
+fn validate_source(s: &SourceConfig, path: &str, topic_prefix: &str, p: &mut Problems) {
+    if s.name.is_empty()
+        || !s
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        p.push(
+            format!("{path}.name"),
+            format!("{:?} must be non-empty letters, digits, '-' or '_'", s.name),
+        );
+    }
+    if s.source_system.trim().is_empty() {
+        p.push(format!("{path}.source_system"), "empty source_system");
+    }
+    if s.interval < std::time::Duration::from_secs(1) {
+        p.push(
+            format!("{path}.interval"),
+            format!("{} is below 1s", humantime::format_duration(s.interval)),
+        );
+    }
+    if let Some(size) = s.page_size {
+        if !(1..=10_000).contains(&size) {
+            p.push(
+                format!("{path}.page_size"),
+                format!("{size} is outside 1..=10000"),
+            );
+        }
+    }
+    if s.max_requests_per_hour == Some(0) {
+        p.push(
+            format!("{path}.max_requests_per_hour"),
+            "0 allows no request",
+        );
+    }
+    let http = s.kind != SourceKind::Demo;
+    match (&s.base_url, http) {
+        (None, true) => p.push(
+            format!("{path}.base_url"),
+            format!("required for kind {:?}", s.kind.as_str()),
+        ),
+        (Some(url), _) if !(url.starts_with("https://") || url.starts_with("http://")) => p.push(
+            format!("{path}.base_url"),
+            format!("{url:?} is not an http(s) URL"),
+        ),
+        _ => {}
+    }
+    if s.demo.is_some() && s.kind != SourceKind::Demo {
+        p.push(
+            format!("{path}.demo"),
+            format!("demo settings on a source of kind {:?}", s.kind.as_str()),
+        );
+    }
+    if let Some(demo) = &s.demo {
+        validate_demo(demo, &format!("{path}.demo"), p);
+    }
+    if !http && !matches!(s.auth, AuthConfig::None) {
+        p.push(format!("{path}.auth"), "the demo source takes no auth");
+    }
+    validate_auth(&s.auth, &format!("{path}.auth"), p);
+    if s.resources.is_empty() {
+        p.push(
+            format!("{path}.resources"),
+            "at least one resource is required",
+        );
+    }
+    let mut names = HashSet::new();
+    for (j, r) in s.resources.iter().enumerate() {
+        let rpath = format!("{path}.resources[{j}]");
+        if !names.insert(r.name.as_str()) {
+            p.push(
+                format!("{rpath}.name"),
+                format!(
+                    "duplicate resource name {:?} in source {:?}",
+                    r.name, s.name
+                ),
+            );
+        }
+        validate_resource(s, r, &rpath, topic_prefix, p);
+    }
+}
+
+fn validate_demo(demo: &DemoConfig, path: &str, p: &mut Problems) {
+    if !(1..=1_000_000).contains(&demo.records) {
+        p.push(
+            format!("{path}.records"),
+            format!("{} is outside 1..=1000000", demo.records),
+        );
+    }
+    if demo.changes_per_minute == 0 {
+        p.push(format!("{path}.changes_per_minute"), "0 changes nothing");
+    }
+    if demo.lifetime_changes < 2 {
+        p.push(
+            format!("{path}.lifetime_changes"),
+            format!(
+                "{} is below 2 (a create and a delete)",
+                demo.lifetime_changes
+            ),
+        );
+    }
+}
+
+fn validate_auth(auth: &AuthConfig, path: &str, p: &mut Problems) {
+    if let AuthConfig::Oauth2 {
+        grant,
+        username,
+        password,
+        refresh_token,
+        client_id,
+        ..
+    } = auth
+    {
+        if client_id.is_empty() {
+            p.push(format!("{path}.client_id"), "empty client_id");
+        }
+        match grant {
+            OAuthGrant::Password if username.is_none() || password.is_none() => p.push(
+                format!("{path}.grant"),
+                "grant \"password\" needs username and password",
+            ),
+            OAuthGrant::RefreshToken if refresh_token.is_none() => p.push(
+                format!("{path}.grant"),
+                "grant \"refresh_token\" needs refresh_token",
+            ),
+            _ => {}
+        }
+    }
+    if let AuthConfig::Basic { username, .. } = auth {
+        if username.is_empty() {
+            p.push(format!("{path}.username"), "empty username");
+        }
+    }
+    if let AuthConfig::Header { name, .. } = auth {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            p.push(
+                format!("{path}.name"),
+                format!("{name:?} is not an HTTP header name"),
+            );
+        }
+    }
+}
+
+fn validate_resource(
+    s: &SourceConfig,
+    r: &ResourceConfig,
+    path: &str,
+    topic_prefix: &str,
+    p: &mut Problems,
+) {
+    if r.name.trim().is_empty() {
+        p.push(format!("{path}.name"), "empty resource name");
+    }
+    validate_entity(&r.entity, &format!("{path}.entity"), topic_prefix, p);
+    if let Some(id) = &r.id_field {
+        check_path(id, &format!("{path}.id_field"), p);
+    }
+    if r.fields.is_empty() {
+        p.push(
+            format!("{path}.fields"),
+            "at least one tracked field is required",
+        );
+    }
+    for (name, vendor) in &r.fields {
+        let fpath = format!("{path}.fields.{name}");
+        if name.trim().is_empty() || name.contains(',') {
+            p.push(
+                fpath.clone(),
+                format!("{name:?} is not a contract field name (non-empty, no ',')"),
+            );
+        }
+        check_path(vendor, &fpath, p);
+    }
+    if let Some(obo) = &r.on_behalf_of {
+        match (&obo.field, &obo.value) {
+            (Some(field), None) => check_path(field, &format!("{path}.on_behalf_of.field"), p),
+            (None, Some(_)) => {}
+            _ => p.push(
+                format!("{path}.on_behalf_of"),
+                "set exactly one of field and value",
+            ),
+        }
+    }
+    for (key, field) in [
+        ("updated_field", &r.dates.updated_field),
+        ("created_field", &r.dates.created_field),
+    ] {
+        if let Some(field) = field {
+            check_path(field, &format!("{path}.dates.{key}"), p);
+        }
+    }
+    if r.deletes.audits() && s.kind != SourceKind::Servicenow {
+        p.push(
+            format!("{path}.deletes"),
+            format!(
+                "{:?} needs a vendor delete audit, which only servicenow has; use \"reconcile\"",
+                deletes_name(r.deletes)
+            ),
+        );
+    }
+    if r.deletes.reconciles() && r.reconcile_interval < s.interval {
+        p.push(
+            format!("{path}.reconcile_interval"),
+            format!(
+                "{} is shorter than the source interval {}",
+                humantime::format_duration(r.reconcile_interval),
+                humantime::format_duration(s.interval)
+            ),
+        );
+    }
+    if !(0.0..=1.0).contains(&r.reconcile_max_delete_ratio) {
+        p.push(
+            format!("{path}.reconcile_max_delete_ratio"),
+            format!("{} is outside 0..=1", r.reconcile_max_delete_ratio),
+        );
+    }
+}
+
+fn deletes_name(mode: DeleteMode) -> &'static str {
+    match mode {
+        DeleteMode::Off => "off",
+        DeleteMode::Reconcile => "reconcile",
+        DeleteMode::Audit => "audit",
+        DeleteMode::Both => "both",
+    }
+}
+
+fn check_path(text: &str, path: &str, p: &mut Problems) {
+    if let Err(e) = FieldPath::parse(text) {
+        p.push(path, e.to_string());
+    }
+}
+
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/')
+}
+
+/// Service Bus entity names: letters, digits, `.`, `-`, `_`, `/`; start and end with a letter or
+/// digit; at most 260 characters. The entity must not contain `/` (it is one topic).
+fn validate_entity(entity: &str, path: &str, prefix: &str, p: &mut Problems) {
+    let topic = format!("{prefix}{entity}");
+    let problem = if entity.is_empty() {
+        Some("empty entity".to_string())
+    } else if let Some(bad) = entity.chars().find(|c| !is_topic_char(*c) || *c == '/') {
+        Some(format!(
+            "{entity:?} contains {bad:?}; topic {topic:?} would be invalid (letters, digits, '.', '-', '_')"
+        ))
+    } else if !topic.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !topic.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        Some(format!(
+            "topic {topic:?} must start and end with a letter or digit"
+        ))
+    } else if topic.len() > MAX_TOPIC_LEN {
+        Some(format!(
+            "topic {topic:?} is longer than {MAX_TOPIC_LEN} characters"
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        p.push(path, message);
+    }
+}

@@ -1,0 +1,442 @@
+//! The change-notification contract (seed 004) that subscribers and dead-letter handlers depend
+//! on, and the message that carries it.
+//!
+//! Body (`application/json`), field names exactly as subscribers read them — `evenType` is
+//! spelled that way on purpose:
+//! ```json
+//! {"sourceSystem":"CRM","evenType":2,"id":"42","type":"customer",
+//!  "timestamp":"2024-05-01T10:00:00Z","partitionKey":"customer.42",
+//!  "onBehalfOf":"IFS","changedFields":"FirstName,City"}
+//! ```
+//! Application properties: `Diagnostic-Id` (a W3C `traceparent`) plus one property per changed
+//! field holding its new value:
+//! - strings, booleans and numbers as themselves (integers as 64-bit integers, others as
+//!   doubles; integers beyond the signed 64-bit range as their decimal text);
+//! - `null` as a null property (AMQP null) — the field was cleared; the property is present so
+//!   that the properties always match `changedFields`;
+//! - objects and arrays as their compact JSON text (AMQP allows only simple types).
+//!
+//! A changed field whose name collides (ignoring case) with a reserved property name
+//! ([`RESERVED_PROPERTIES`]) is published as `pollbus-field-<name>`; `changedFields` keeps the
+//! contract name.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Content type of every message body.
+pub const CONTENT_TYPE: &str = "application/json";
+/// The correlation-id property.
+pub const DIAGNOSTIC_ID: &str = "Diagnostic-Id";
+/// Property names a changed field may not take (compared ignoring case).
+pub const RESERVED_PROPERTIES: &[&str] = &[
+    DIAGNOSTIC_ID,
+    "traceparent",
+    "tracestate",
+    "DeadLetterReason",
+    "DeadLetterErrorDescription",
+    "pollbus-truncated-fields",
+];
+/// Prefix given to a changed field whose name is reserved.
+pub const RENAMED_FIELD_PREFIX: &str = "pollbus-field-";
+
+/// What happened to the entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// The entity was created (1).
+    Create = 1,
+    /// The entity was updated (2).
+    Update = 2,
+    /// The entity was deleted (3).
+    Delete = 3,
+}
+
+impl EventType {
+    /// The contract's integer.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The lowercase event name (`create`, `update`, `delete`), used as the message subject.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::Create => "create",
+            EventType::Update => "update",
+            EventType::Delete => "delete",
+        }
+    }
+
+    /// The event type for a contract integer.
+    pub fn from_code(code: u64) -> Option<Self> {
+        match code {
+            1 => Some(EventType::Create),
+            2 => Some(EventType::Update),
+            3 => Some(EventType::Delete),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = u64::deserialize(d)?;
+        EventType::from_code(code)
+            .ok_or_else(|| serde::de::Error::custom(format!("evenType {code} is not 1, 2 or 3")))
+    }
+}
+
+/// The message body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeNotification {
+    /// The system that performed the change (`CRM`).
+    #[serde(rename = "sourceSystem")]
+    pub source_system: String,
+    /// 1 create, 2 update, 3 delete.
+    #[serde(rename = "evenType")]
+    pub even_type: EventType,
+    /// The entity's id.
+    pub id: String,
+    /// The entity type (`customer`).
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// When the entity was modified, RFC 3339 UTC.
+    pub timestamp: String,
+    /// `<type>.<id>`.
+    #[serde(rename = "partitionKey")]
+    pub partition_key: String,
+    /// The system the source acted on behalf of, when known.
+    #[serde(rename = "onBehalfOf")]
+    pub on_behalf_of: Option<String>,
+    /// Comma-joined contract names of the changed fields, in configuration order.
+    #[serde(rename = "changedFields")]
+    pub changed_fields: String,
+}
+
+/// An application-property value: AMQP simple types only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    /// AMQP null: the field was cleared.
+    Null,
+    /// Boolean.
+    Bool(bool),
+    /// 64-bit signed integer.
+    Int(i64),
+    /// Double.
+    Double(f64),
+    /// UTF-8 string (also nested values as JSON text).
+    String(String),
+}
+
+impl PropertyValue {
+    /// Maps a JSON value by the documented rule.
+    pub fn from_json(value: &Value) -> Self {
+        match value {
+            Value::Null => PropertyValue::Null,
+            Value::Bool(b) => PropertyValue::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.is_f64()) {
+                (Some(i), _) => PropertyValue::Int(i),
+                (None, true) => PropertyValue::Double(n.as_f64().unwrap_or_default()),
+                (None, false) => PropertyValue::String(n.to_string()),
+            },
+            Value::String(s) => PropertyValue::String(s.clone()),
+            nested => PropertyValue::String(nested.to_string()),
+        }
+    }
+
+    /// Bytes this value takes in a size estimate (strings by length, others 8).
+    pub fn size_hint(&self) -> usize {
+        match self {
+            PropertyValue::String(s) => s.len(),
+            _ => 8,
+        }
+    }
+}
+
+/// A W3C trace context; one trace per poll, one span per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 16-byte trace id.
+    pub trace_id: [u8; 16],
+    /// 8-byte parent span id.
+    pub span_id: [u8; 8],
+}
+
+impl TraceContext {
+    /// A new random trace.
+    pub fn random() -> Self {
+        let mut trace_id = [0u8; 16];
+        let mut span_id = [0u8; 8];
+        rand::fill(&mut trace_id);
+        rand::fill(&mut span_id);
+        TraceContext { trace_id, span_id }
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        hex::encode(self.trace_id)
+    }
+
+    /// The same trace with a span derived from `seed` (stable per message).
+    pub fn child(&self, seed: &str) -> Self {
+        let digest = Sha256::digest(seed.as_bytes());
+        let mut span_id = [0u8; 8];
+        span_id.copy_from_slice(&digest[..8]);
+        TraceContext {
+            trace_id: self.trace_id,
+            span_id,
+        }
+    }
+
+    /// The `traceparent` header value: `00-<trace>-<span>-01`.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-01",
+            hex::encode(self.trace_id),
+            hex::encode(self.span_id)
+        )
+    }
+}
+
+/// One message exactly as a sink sends it; serialized, it is the stdout/jsonl line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// Topic name: `<topic_prefix><entity>`.
+    pub topic: String,
+    /// Deterministic id: the same change detected twice has the same id.
+    pub message_id: String,
+    /// Session id = the body's partitionKey (ordered per entity for session subscribers).
+    pub session_id: String,
+    /// Always `application/json`.
+    pub content_type: String,
+    /// `Diagnostic-Id` and one property per changed field.
+    pub application_properties: IndexMap<String, PropertyValue>,
+    /// The contract body.
+    pub body: ChangeNotification,
+}
+
+/// Everything about a detected change that the message is made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Create, update or delete.
+    pub kind: EventType,
+    /// The entity id.
+    pub id: String,
+    /// When it changed.
+    pub timestamp: DateTime<Utc>,
+    /// Changed fields with their new values, in configuration order.
+    pub changed: Vec<(String, Value)>,
+    /// `onBehalfOf`, when known.
+    pub on_behalf_of: Option<String>,
+    /// Identifies this version of the record (timestamp and values); part of the message id.
+    pub version: String,
+}
+
+/// What a message needs besides the change: where it comes from and goes to.
+#[derive(Debug, Clone)]
+pub struct MessageContext<'a> {
+    /// The configured source name (part of the message id).
+    pub source: &'a str,
+    /// `sourceSystem`.
+    pub source_system: &'a str,
+    /// The entity name (`type`).
+    pub entity: &'a str,
+    /// The topic prefix.
+    pub topic_prefix: &'a str,
+}
+
+/// Formats a timestamp the contract's way: RFC 3339, UTC, `Z`, fraction only when non-zero.
+pub fn format_timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// The deterministic message id: 32 hex digits of SHA-256 over source, entity, id, event type
+/// and record version.
+pub fn message_id(source: &str, entity: &str, id: &str, kind: EventType, version: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [source, entity, id, kind.name(), version] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The property name a changed field is published under.
+pub fn property_name(field: &str) -> String {
+    if RESERVED_PROPERTIES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(field))
+    {
+        format!("{RENAMED_FIELD_PREFIX}{field}")
+    } else {
+        field.to_string()
+    }
+}
+
+impl Message {
+    /// Builds the message for a change.
+    pub fn build(change: &Change, ctx: &MessageContext<'_>, trace: &TraceContext) -> Message {
+        let partition_key = format!("{}.{}", ctx.entity, change.id);
+        let message_id = message_id(
+            ctx.source,
+            ctx.entity,
+            &change.id,
+            change.kind,
+            &change.version,
+        );
+        let mut application_properties = IndexMap::with_capacity(change.changed.len() + 1);
+        application_properties.insert(
+            DIAGNOSTIC_ID.to_string(),
+            PropertyValue::String(trace.child(&message_id).traceparent()),
+        );
+        for (name, value) in &change.changed {
+            application_properties.insert(property_name(name), PropertyValue::from_json(value));
+        }
+        let changed_fields = change
+            .changed
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        Message {
+            topic: format!("{}{}", ctx.topic_prefix, ctx.entity),
+            message_id,
+            session_id: partition_key.clone(),
+            content_type: CONTENT_TYPE.to_string(),
+            application_properties,
+            body: ChangeNotification {
+                source_system: ctx.source_system.to_string(),
+                even_type: change.kind,
+                id: change.id.clone(),
+                entity_type: ctx.entity.to_string(),
+                timestamp: format_timestamp(change.timestamp),
+                partition_key,
+                on_behalf_of: change.on_behalf_of.clone(),
+                changed_fields,
+            },
+        }
+    }
+
+    /// The body as the bytes sent on the wire.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.body).expect("body serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn change(kind: EventType) -> Change {
+        Change {
+            kind,
+            id: "EC3F119AF3B76F6FC2992BFE576DF220".into(),
+            timestamp: "2020-10-11T11:25:20Z".parse().unwrap(),
+            changed: vec![
+                ("FirstName".into(), json!("Bjørn")),
+                ("City".into(), json!(null)),
+                ("Age".into(), json!(41)),
+                ("Score".into(), json!(2.5)),
+                ("Vip".into(), json!(true)),
+                ("Tags".into(), json!(["a", {"b": 1}])),
+                ("Big".into(), json!(18446744073709551615u64)),
+                ("diagnostic-id".into(), json!("x")),
+            ],
+            on_behalf_of: Some("IFS".into()),
+            version: "v1".into(),
+        }
+    }
+
+    fn ctx() -> MessageContext<'static> {
+        MessageContext {
+            source: "crm",
+            source_system: "CRM",
+            entity: "customer",
+            topic_prefix: "api.event.",
+        }
+    }
+
+    #[test]
+    fn body_has_the_contract_names_and_types() {
+        let m = Message::build(&change(EventType::Update), &ctx(), &TraceContext::random());
+        let body: Value = serde_json::from_slice(&m.body_bytes()).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "sourceSystem": "CRM", "evenType": 2, "id": "EC3F119AF3B76F6FC2992BFE576DF220",
+                "type": "customer", "timestamp": "2020-10-11T11:25:20Z",
+                "partitionKey": "customer.EC3F119AF3B76F6FC2992BFE576DF220", "onBehalfOf": "IFS",
+                "changedFields": "FirstName,City,Age,Score,Vip,Tags,Big,diagnostic-id"
+            })
+        );
+        assert_eq!(m.topic, "api.event.customer");
+        assert_eq!(m.session_id, "customer.EC3F119AF3B76F6FC2992BFE576DF220");
+        assert_eq!(m.content_type, "application/json");
+    }
+
+    #[test]
+    fn properties_follow_the_documented_rule() {
+        let m = Message::build(&change(EventType::Update), &ctx(), &TraceContext::random());
+        let props = serde_json::to_value(&m.application_properties).unwrap();
+        assert_eq!(props["FirstName"], json!("Bjørn"));
+        assert_eq!(props["City"], json!(null));
+        assert_eq!(props["Age"], json!(41));
+        assert_eq!(props["Score"], json!(2.5));
+        assert_eq!(props["Vip"], json!(true));
+        assert_eq!(props["Tags"], json!("[\"a\",{\"b\":1}]"));
+        assert_eq!(props["Big"], json!("18446744073709551615"));
+        assert_eq!(props["pollbus-field-diagnostic-id"], json!("x"));
+        let diag = props["Diagnostic-Id"].as_str().unwrap();
+        let parts: Vec<&str> = diag.split('-').collect();
+        assert_eq!(
+            (
+                parts.len(),
+                parts[0],
+                parts[1].len(),
+                parts[2].len(),
+                parts[3]
+            ),
+            (4, "00", 32, 16, "01")
+        );
+    }
+
+    #[test]
+    fn message_id_is_deterministic_and_distinguishes_versions() {
+        let trace_a = TraceContext::random();
+        let trace_b = TraceContext::random();
+        let a = Message::build(&change(EventType::Update), &ctx(), &trace_a);
+        let b = Message::build(&change(EventType::Update), &ctx(), &trace_b);
+        assert_eq!(a.message_id, b.message_id);
+        let mut other = change(EventType::Update);
+        other.version = "v2".into();
+        assert_ne!(
+            Message::build(&other, &ctx(), &trace_a).message_id,
+            a.message_id
+        );
+        assert_ne!(
+            Message::build(&change(EventType::Delete), &ctx(), &trace_a).message_id,
+            a.message_id
+        );
+        assert_eq!(a.message_id.len(), 32);
+    }
+
+    #[test]
+    fn line_round_trips() {
+        let m = Message::build(&change(EventType::Create), &ctx(), &TraceContext::random());
+        let line = serde_json::to_string(&m).unwrap();
+        let back: Message = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, m);
+        assert!(serde_json::from_str::<EventType>("4").is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! The running pollbus: one task per resource on its interval (with jitter; never two polls of
+//! one resource at once), one outbox publisher, and a graceful stop.
+//!
+//! Stop sequence: the stop token is cancelled (SIGINT/SIGTERM) → resource tasks finish the page
+//! in flight and end → the publisher flushes the outbox within what is left of
+//! `shutdown_grace`. Every page is one transaction, so even an abrupt exit leaves consistent
+//! state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::outbox::Publisher;
+use crate::poll::{PollError, PollReport, Poller};
+use crate::sink::Sink;
+use crate::source::{self, Resource, SourceContext};
+use crate::store::{self, Store};
+
+/// Why pollbus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state store.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A source.
+    #[error(transparent)]
+    Source(#[from] source::BuildError),
+    /// The sink.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkBuildError),
+    /// `--resource` named nothing.
+    #[error(
+        "no resource named {0:?} (use RESOURCE or SOURCE/RESOURCE as `pollbus check` lists them)"
+    )]
+    UnknownResource(String),
+}
+
+/// A configured, connected pollbus.
+pub struct App {
+    config: Config,
+    store: Arc<dyn Store>,
+    sink: Arc<dyn Sink>,
+    pollers: Vec<Arc<Poller>>,
+    wake: Arc<Notify>,
+}
+
+impl App {
+    /// Opens the store, builds the sink and every source.
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
+        let store = store::open(config.state.url.expose()).await?;
+        let sink = crate::sink::build(&config.sink).await?;
+        Self::with_parts(config, store, sink, clock)
+    }
+
+    /// Builds an app from an opened store and sink (tests pass their own).
+    pub fn with_parts(
+        config: Config,
+        store: Arc<dyn Store>,
+        sink: Arc<dyn Sink>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, StartError> {
+        let wake = Arc::new(Notify::new());
+        let ctx = SourceContext {
+            clock: clock.clone(),
+        };
+        let mut pollers = Vec::new();
+        for source_config in &config.sources {
+            let source = source::build(source_config, &ctx)?;
+            for r in &source_config.resources {
+                pollers.push(Arc::new(Poller {
+                    source: source.clone(),
+                    resource: Arc::new(Resource::build(source_config, r)),
+                    store: store.clone(),
+                    clock: clock.clone(),
+                    topic_prefix: config.sink.topic_prefix().to_string(),
+                    wake: wake.clone(),
+                    max_outbox_rows: config.outbox.max_rows,
+                }));
+            }
+        }
+        Ok(App {
+            config,
+            store,
+            sink,
+            pollers,
+            wake,
+        })
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn publisher(&self) -> Publisher {
+        Publisher::new(
+            self.store.clone(),
+            self.sink.clone(),
+            self.config.outbox.clone(),
+        )
+    }
+
+    fn selected(&self, filter: Option<&str>) -> Result<Vec<Arc<Poller>>, StartError> {
+        let Some(filter) = filter else {
+            return Ok(self.pollers.clone());
+        };
+        let chosen: Vec<_> = self
+            .pollers
+            .iter()
+            .filter(|p| p.resource.name == filter || p.resource.key() == filter)
+            .cloned()
+            .collect();
+        if chosen.is_empty() {
+            return Err(StartError::UnknownResource(filter.to_string()));
+        }
+        Ok(chosen)
+    }
+
+    /// Polls each (or the named) resource once, then drains the outbox. Returns the summed
+    /// report, the poll errors, and the outbox rows left (non-zero when the sink failed).
+    pub async fn poll_once(
+        &self,
+        filter: Option<&str>,
+    ) -> Result<(PollReport, Vec<PollError>, u64), StartError> {
+        let stop = CancellationToken::new();
+        let mut total = PollReport::default();
+        let mut errors = Vec::new();
+        for poller in self.selected(filter)? {
+            match poll_logged(&poller, &stop).await {
+                Ok(report) => total.add(&report),
+                Err(e) => errors.push(e),
+            }
+        }
+        let left = self.publisher().flush(self.config.shutdown_grace).await?;
+        Ok((total, errors, left))
+    }
+
+    /// Runs until `stop` is cancelled, then stops gracefully. Returns the outbox rows left.
+    pub async fn run(&self, stop: CancellationToken) -> Result<u64, StartError> {
+        let polls_stop = stop.child_token();
+        let publisher_stop = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for poller in &self.pollers {
+            let poller = poller.clone();
+            let stop = polls_stop.clone();
+            let interval = poller_interval(&self.config, &poller);
+            tasks.spawn(async move { resource_loop(poller, interval, stop).await });
+        }
+        let publisher = Arc::new(self.publisher());
+        let publisher_task = {
+            let publisher = publisher.clone();
+            let wake = self.wake.clone();
+            let stop = publisher_stop.clone();
+            tokio::spawn(async move { publisher.run(wake, stop).await })
+        };
+        tracing::info!(
+            resources = self.pollers.len(),
+            sink = %self.sink.describe(),
+            "pollbus running"
+        );
+        stop.cancelled().await;
+        let grace = self.config.shutdown_grace;
+        let started = tokio::time::Instant::now();
+        tracing::info!(grace = ?grace, "stopping: finishing in-flight pages, then flushing the outbox");
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!("pages still in flight at the end of the grace period; abandoning them (their cursor did not move)");
+            tasks.abort_all();
+        }
+        publisher_stop.cancel();
+        let _ = publisher_task.await;
+        let left = publisher
+            .flush(grace.saturating_sub(started.elapsed()))
+            .await?;
+        tracing::info!(outbox_left = left, "stopped");
+        Ok(left)
+    }
+}
+
+/// (interval, jitter) of a poller's source.
+fn poller_interval(config: &Config, poller: &Poller) -> (Duration, Duration) {
+    config
+        .sources
+        .iter()
+        .find(|s| s.name == poller.resource.source)
+        .map(|s| (s.interval, s.effective_jitter()))
+        .unwrap_or((Duration::from_secs(60), Duration::ZERO))
+}
+
+async fn poll_logged(poller: &Poller, stop: &CancellationToken) -> Result<PollReport, PollError> {
+    let trace = crate::contract::TraceContext::random();
+    let span = tracing::info_span!(
+        "poll",
+        source = %poller.resource.source,
+        resource = %poller.resource.name,
+        trace_id = %trace.trace_id_hex(),
+    );
+    async {
+        let started = std::time::Instant::now();
+        let result = poller.poll(&trace, stop).await;
+        match &result {
+            Ok(r) => tracing::info!(
+                pages = r.pages,
+                records = r.records,
+                created = r.created,
+                updated = r.updated,
+                deleted = r.deleted,
+                noop = r.noop,
+                skipped = r.skipped,
+                baseline = r.baseline,
+                ms = started.elapsed().as_millis() as u64,
+                "poll done"
+            ),
+            Err(e) => tracing::error!(error = %e, "poll failed; retrying next interval from the committed cursor"),
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+async fn resource_loop(
+    poller: Arc<Poller>,
+    (interval, jitter): (Duration, Duration),
+    stop: CancellationToken,
+) {
+    loop {
+        let _ = poll_logged(&poller, &stop).await;
+        let extra = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::rng().random_range(Duration::ZERO..jitter)
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval + extra) => {}
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! One poll of one resource: fetch pages since the cursor, detect changes, commit each page.
+//!
+//! **Cursor safety.** A poll asks for records updated at or after `cursor − overlap`, ordered by
+//! (updated, id); the snapshot diff drops what was already seen. After each page, snapshots,
+//! outbox rows and the cursor (the highest updated date of the page) are committed together, so
+//! the cursor never passes a change that is not durable. Equal timestamps across page
+//! boundaries, late commits within the overlap and restarts at any point therefore lose and
+//! double nothing. Sources that cannot order their pages move the cursor only after the last
+//! page of a poll.
+//!
+//! **Deletes.** With `deletes = "audit"` the vendor's delete audit is read after the records;
+//! with `"reconcile"` all ids are listed every `reconcile_interval` and known ids that are gone
+//! are deleted. Either path removes the snapshot with the DELETE, so the other finds nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::InitialMode;
+use crate::contract::{Change, EventType, Message, MessageContext, TraceContext};
+use crate::detect::{Outcome, Snapshot};
+use crate::record::SourceRecord;
+use crate::source::{Resource, Source, SourceError};
+use crate::store::{PageCommit, ResourceKey, ResourceState, Store, StoreError};
+
+/// What one poll did; logged per poll and summed by `poll-once`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// Pages fetched.
+    pub pages: u64,
+    /// Requests sent to the vendor.
+    pub requests: u64,
+    /// Records received.
+    pub records: u64,
+    /// Records skipped as unreadable (missing id/date, bad date).
+    pub skipped: u64,
+    /// Records left to a configured child resource (parent/child de-duplication).
+    pub delegated: u64,
+    /// Records remembered silently by the baseline.
+    pub baseline: u64,
+    /// CREATE messages.
+    pub created: u64,
+    /// UPDATE messages.
+    pub updated: u64,
+    /// DELETE messages.
+    pub deleted: u64,
+    /// Updates that changed no tracked field.
+    pub noop: u64,
+    /// Records re-read unchanged (the overlap window).
+    pub unchanged: u64,
+    /// Records older than their snapshot.
+    pub stale: u64,
+    /// Whether polling was skipped because the outbox is full.
+    pub paused: bool,
+}
+
+impl PollReport {
+    /// Adds another report's counts to this one.
+    pub fn add(&mut self, o: &PollReport) {
+        self.pages += o.pages;
+        self.requests += o.requests;
+        self.records += o.records;
+        self.skipped += o.skipped;
+        self.delegated += o.delegated;
+        self.baseline += o.baseline;
+        self.created += o.created;
+        self.updated += o.updated;
+        self.deleted += o.deleted;
+        self.noop += o.noop;
+        self.unchanged += o.unchanged;
+        self.stale += o.stale;
+        self.paused |= o.paused;
+    }
+
+    /// Messages written to the outbox.
+    pub fn messages(&self) -> u64 {
+        self.created + self.updated + self.deleted
+    }
+}
+
+/// Why a poll failed; the next interval tries again from the committed cursor.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The vendor failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A reconciliation would delete too much and was refused.
+    #[error("{resource}: reconciliation would delete {absent} of {known} known records (more than reconcile_max_delete_ratio {ratio}); refused — check the source, or raise the ratio")]
+    ReconcileGuard {
+        /// The resource.
+        resource: String,
+        /// Ids missing from the listing.
+        absent: usize,
+        /// Ids known.
+        known: u64,
+        /// The configured ratio.
+        ratio: f64,
+    },
+}
+
+/// Polls one resource of one source.
+pub struct Poller {
+    /// The vendor.
+    pub source: Arc<dyn Source>,
+    /// The resource.
+    pub resource: Arc<Resource>,
+    /// The state store.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Topic prefix for messages.
+    pub topic_prefix: String,
+    /// Poked after each commit that wrote messages.
+    pub wake: Arc<Notify>,
+    /// Polling pauses while the outbox holds this many rows.
+    pub max_outbox_rows: u64,
+}
+
+impl Poller {
+    fn key(&self) -> ResourceKey {
+        ResourceKey::new(&self.resource.source, &self.resource.name)
+    }
+
+    fn context(&self) -> MessageContext<'_> {
+        MessageContext {
+            source: &self.resource.source,
+            source_system: &self.resource.source_system,
+            entity: &self.resource.entity,
+            topic_prefix: &self.topic_prefix,
+        }
+    }
+
+    /// One full poll: records, then audited deletes, then (when due) reconciliation. Stops
+    /// between pages when `stop` is cancelled.
+    /// `trace` is the poll's trace; its id is in every message's `Diagnostic-Id`.
+    pub async fn poll(
+        &self,
+        trace: &TraceContext,
+        stop: &CancellationToken,
+    ) -> Result<PollReport, PollError> {
+        let mut report = PollReport::default();
+        let depth = self.store.outbox_stats().await?.depth;
+        if depth >= self.max_outbox_rows {
+            tracing::warn!(
+                resource = %self.key(),
+                depth,
+                max_rows = self.max_outbox_rows,
+                "outbox is full; polling paused until the sink catches up"
+            );
+            report.paused = true;
+            return Ok(report);
+        }
+        let key = self.key();
+        let mut state = self.store.resource_state(&key).await?.unwrap_or_default();
+        self.poll_records(&key, &mut state, trace, stop, &mut report)
+            .await?;
+        if stop.is_cancelled() || !state.baseline_done {
+            return Ok(report);
+        }
+        let config = &self.resource.config;
+        if config.deletes.audits() {
+            self.poll_audit(&key, &mut state, trace, &mut report)
+                .await?;
+        }
+        let now = self.clock.now();
+        let due = state.last_reconcile.is_none_or(|last| {
+            (now - last)
+                .to_std()
+                .is_ok_and(|age| age >= config.reconcile_interval)
+        });
+        if config.deletes.reconciles() && due {
+            self.reconcile(&key, &mut state, trace, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn poll_records(
+        &self,
+        key: &ResourceKey,
+        state: &mut ResourceState,
+        trace: &TraceContext,
+        stop: &CancellationToken,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let baseline =
+            !state.baseline_done && self.resource.config.initial == InitialMode::Baseline;
+        let overlap = chrono::Duration::from_std(self.resource.overlap).unwrap_or_default();
+        let since = state
+            .cursor
+            .map(|c| c - overlap)
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+        let ordered = self.source.ordered();
+        let mut pending_cursor = state.cursor;
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .source
+                .fetch(&self.resource, since, token.as_deref())
+                .await?;
+            report.pages += 1;
+            report.requests += u64::from(page.requests);
+            report.records += page.records.len() as u64;
+            let records = self.read_records(page.records, report);
+            if let Some(max) = records.iter().map(|r| r.updated).max() {
+                pending_cursor = pending_cursor.max(Some(max));
+            }
+            let last = page.next.is_none();
+            let mut commit = self.detect(key, records, baseline, trace, report).await?;
+            if ordered || last {
+                state.cursor = pending_cursor;
+            }
+            if last {
+                state.baseline_done = true;
+            }
+            commit.state = Some(state.clone());
+            let wrote_messages = !commit.messages.is_empty();
+            self.store.commit_page(key, commit).await?;
+            if wrote_messages {
+                self.wake.notify_one();
+            }
+            if last || stop.is_cancelled() {
+                return Ok(());
+            }
+            token = page.next;
+        }
+    }
+
+    /// Reads raw records; unreadable ones and those delegated to a child resource are dropped.
+    fn read_records(
+        &self,
+        raw: Vec<serde_json::Value>,
+        report: &mut PollReport,
+    ) -> Vec<SourceRecord> {
+        let mut out = Vec::with_capacity(raw.len());
+        for value in raw {
+            match self.resource.reader.read(value) {
+                Ok(r) => {
+                    if r.class
+                        .as_ref()
+                        .is_some_and(|c| self.resource.skip_classes.contains(c))
+                    {
+                        report.delegated += 1;
+                    } else {
+                        out.push(r);
+                    }
+                }
+                Err(e) => {
+                    report.skipped += 1;
+                    tracing::warn!(resource = %self.resource.key(), error = %e, "record skipped");
+                }
+            }
+        }
+        out
+    }
+
+    /// Compares a page of records with their snapshots and builds the page's commit.
+    async fn detect(
+        &self,
+        key: &ResourceKey,
+        records: Vec<SourceRecord>,
+        baseline: bool,
+        trace: &TraceContext,
+        report: &mut PollReport,
+    ) -> Result<PageCommit, PollError> {
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let mut known: HashMap<String, Snapshot> = self.store.snapshots(key, &ids).await?;
+        let mut commit = PageCommit {
+            at: self.clock.now(),
+            ..PageCommit::default()
+        };
+        let ctx = self.context();
+        let detector = &self.resource.detector;
+        let mut written: HashMap<String, usize> = HashMap::new();
+        for record in &records {
+            let detection = detector.detect(record, known.get(&record.id), baseline);
+            match &detection.outcome {
+                Outcome::Changed(change) => {
+                    count(report, change);
+                    commit.messages.push(Message::build(change, &ctx, trace));
+                }
+                Outcome::Baseline => report.baseline += 1,
+                Outcome::Unchanged => report.unchanged += 1,
+                Outcome::NoOp => report.noop += 1,
+                Outcome::Stale => report.stale += 1,
+            }
+            if let Some(snapshot) = detection.snapshot {
+                known.insert(record.id.clone(), snapshot.clone());
+                match written.get(&record.id) {
+                    Some(&i) => commit.snapshots[i].1 = snapshot,
+                    None => {
+                        written.insert(record.id.clone(), commit.snapshots.len());
+                        commit.snapshots.push((record.id.clone(), snapshot));
+                    }
+                }
+            }
+        }
+        Ok(commit)
+    }
+
+    async fn poll_audit(
+        &self,
+        key: &ResourceKey,
+        state: &mut ResourceState,
+        trace: &TraceContext,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let overlap = chrono::Duration::from_std(self.resource.overlap).unwrap_or_default();
+        let since = state
+            .audit_cursor
+            .map(|c| c - overlap)
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .source
+                .deleted_since(&self.resource, since, token.as_deref())
+                .await?;
+            report.requests += 1;
+            if let Some(max) = page.deletes.iter().map(|(_, at)| *at).max() {
+                state.audit_cursor = state.audit_cursor.max(Some(max));
+            }
+            let ids: Vec<String> = page.deletes.iter().map(|(id, _)| id.clone()).collect();
+            let known = self.store.snapshots(key, &ids).await?;
+            let deletions = page
+                .deletes
+                .iter()
+                .filter_map(|(id, at)| known.get(id).map(|s| (id.clone(), s.clone(), *at)))
+                .collect();
+            let commit = self.deletions(deletions, state, trace, report);
+            self.commit_deletions(key, commit).await?;
+            match page.next {
+                Some(next) => token = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        key: &ResourceKey,
+        state: &mut ResourceState,
+        trace: &TraceContext,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let started = self.clock.now();
+        let run = started.timestamp_nanos_opt().unwrap_or_default();
+        let mut token: Option<String> = None;
+        let mut listed = 0usize;
+        loop {
+            let page = self
+                .source
+                .list_ids(&self.resource, token.as_deref())
+                .await?;
+            report.requests += 1;
+            listed += page.ids.len();
+            self.store.reconcile_mark(key, run, &page.ids).await?;
+            match page.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        let absent = self.store.reconcile_absent(key, run, started).await?;
+        let known = self.store.snapshot_count(key).await?;
+        let ratio = self.resource.config.reconcile_max_delete_ratio;
+        if ratio < 1.0 && known > 0 && absent.len() as f64 > ratio * known as f64 {
+            return Err(PollError::ReconcileGuard {
+                resource: self.resource.key(),
+                absent: absent.len(),
+                known,
+                ratio,
+            });
+        }
+        tracing::info!(resource = %self.resource.key(), listed, absent = absent.len(), "reconciled ids");
+        state.last_reconcile = Some(started);
+        let deletions = absent
+            .into_iter()
+            .map(|(id, snapshot)| (id, snapshot, started))
+            .collect();
+        let commit = self.deletions(deletions, state, trace, report);
+        self.commit_deletions(key, commit).await
+    }
+
+    fn deletions(
+        &self,
+        deletions: Vec<(String, Snapshot, DateTime<Utc>)>,
+        state: &ResourceState,
+        trace: &TraceContext,
+        report: &mut PollReport,
+    ) -> PageCommit {
+        let ctx = self.context();
+        let mut commit = PageCommit {
+            at: self.clock.now(),
+            state: Some(state.clone()),
+            ..PageCommit::default()
+        };
+        for (id, snapshot, at) in deletions {
+            let change = self.resource.detector.deletion(&id, &snapshot, at);
+            count(report, &change);
+            commit.messages.push(Message::build(&change, &ctx, trace));
+            commit.removed.push(id);
+        }
+        commit
+    }
+
+    async fn commit_deletions(
+        &self,
+        key: &ResourceKey,
+        commit: PageCommit,
+    ) -> Result<(), PollError> {
+        let wrote = !commit.messages.is_empty();
+        self.store.commit_page(key, commit).await?;
+        if wrote {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+fn count(report: &mut PollReport, change: &Change) {
+    match change.kind {
+        EventType::Create => report.created += 1,
+        EventType::Update => report.updated += 1,
+        EventType::Delete => report.deleted += 1,
+    }
+}

@@ -1,0 +1,283 @@
+//! Vendor records: reading ids, dates and tracked fields out of raw JSON.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// A dotted path into a JSON record (`address.city`, `emails.0.value`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    text: String,
+    segments: Vec<String>,
+}
+
+/// Why a vendor path is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path is empty.
+    #[error("empty vendor path")]
+    Empty,
+    /// Two dots in a row, or a leading/trailing dot.
+    #[error("empty segment in vendor path {0:?}")]
+    EmptySegment(String),
+}
+
+impl FieldPath {
+    /// Parses a dotted path.
+    pub fn parse(text: &str) -> Result<Self, PathError> {
+        if text.trim().is_empty() {
+            return Err(PathError::Empty);
+        }
+        let segments: Vec<String> = text.split('.').map(str::to_string).collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err(PathError::EmptySegment(text.to_string()));
+        }
+        Ok(FieldPath {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The first segment (the top-level field), e.g. for `sysparm_fields`.
+    pub fn root(&self) -> &str {
+        &self.segments[0]
+    }
+
+    /// The value at this path, if present. Numeric segments index arrays. A top-level key that
+    /// itself contains dots (`"a.b": 1`) is found too.
+    pub fn get<'a>(&self, record: &'a Value) -> Option<&'a Value> {
+        if let Some(v) = record.get(&self.text) {
+            return Some(v);
+        }
+        let mut current = record;
+        for segment in &self.segments {
+            current = match current {
+                Value::Object(map) => map.get(segment)?,
+                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(current)
+    }
+}
+
+/// A record as a source hands it to detection: id and dates read, the raw JSON kept for the
+/// tracked fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    /// The record's id as a string (numbers are formatted).
+    pub id: String,
+    /// When the record was last updated (UTC).
+    pub updated: DateTime<Utc>,
+    /// When the record was created, if known.
+    pub created: Option<DateTime<Utc>>,
+    /// The most specific table/class the record belongs to (ServiceNow `sys_class_name`), used
+    /// to emit a parent/child record once.
+    pub class: Option<String>,
+    /// The vendor record (values normalized by the source, e.g. reference fields to ids).
+    pub raw: Value,
+}
+
+/// A record that cannot be processed; it is skipped with a warning and counted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// No usable id.
+    #[error("record has no id in field {field:?}")]
+    MissingId {
+        /// The id field.
+        field: String,
+    },
+    /// No updated date.
+    #[error("record {id} has no updated date in field {field:?}")]
+    MissingUpdated {
+        /// The record id.
+        id: String,
+        /// The updated field.
+        field: String,
+    },
+    /// A date that does not match its format.
+    #[error("record {id}: {field} {value:?}: {reason}")]
+    BadDate {
+        /// The record id.
+        id: String,
+        /// The date field.
+        field: String,
+        /// The value found.
+        value: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+}
+
+/// Parses one date value; `Ok(None)` for sentinel values meaning "no date".
+pub trait DateParser: Send + Sync {
+    /// Parses `value` into UTC.
+    fn parse(&self, value: &str) -> Result<Option<DateTime<Utc>>, String>;
+}
+
+/// RFC 3339 dates (`2024-05-01T10:00:00Z`, `…+02:00`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rfc3339;
+
+impl DateParser for Rfc3339 {
+    fn parse(&self, value: &str) -> Result<Option<DateTime<Utc>>, String> {
+        DateTime::parse_from_rfc3339(value)
+            .map(|d| Some(d.with_timezone(&Utc)))
+            .map_err(|e| format!("not an RFC 3339 date ({e})"))
+    }
+}
+
+/// Reads id, dates and class out of raw records of one resource.
+pub struct RecordReader {
+    /// Path of the id field.
+    pub id: FieldPath,
+    /// Path of the updated date.
+    pub updated: FieldPath,
+    /// Parser of the updated date.
+    pub updated_format: Box<dyn DateParser>,
+    /// Path of the created date, if any.
+    pub created: Option<FieldPath>,
+    /// Parser of the created date.
+    pub created_format: Box<dyn DateParser>,
+    /// Path of the class field (ServiceNow `sys_class_name`), if any.
+    pub class: Option<FieldPath>,
+}
+
+impl RecordReader {
+    /// Reads one record.
+    pub fn read(&self, raw: Value) -> Result<SourceRecord, RecordError> {
+        let id = self
+            .id
+            .get(&raw)
+            .and_then(scalar_text)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| RecordError::MissingId {
+                field: self.id.as_str().to_string(),
+            })?;
+        let updated_text = self
+            .updated
+            .get(&raw)
+            .and_then(scalar_text)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| RecordError::MissingUpdated {
+                id: id.clone(),
+                field: self.updated.as_str().to_string(),
+            })?;
+        let updated = self
+            .updated_format
+            .parse(&updated_text)
+            .map_err(|reason| RecordError::BadDate {
+                id: id.clone(),
+                field: self.updated.as_str().to_string(),
+                value: updated_text.clone(),
+                reason,
+            })?
+            .ok_or_else(|| RecordError::MissingUpdated {
+                id: id.clone(),
+                field: self.updated.as_str().to_string(),
+            })?;
+        let created = match &self.created {
+            None => None,
+            Some(path) => match path.get(&raw).and_then(scalar_text) {
+                None => None,
+                Some(text) if text.is_empty() => None,
+                Some(text) => {
+                    self.created_format
+                        .parse(&text)
+                        .map_err(|reason| RecordError::BadDate {
+                            id: id.clone(),
+                            field: path.as_str().to_string(),
+                            value: text.clone(),
+                            reason,
+                        })?
+                }
+            },
+        };
+        let class = self
+            .class
+            .as_ref()
+            .and_then(|p| p.get(&raw))
+            .and_then(scalar_text);
+        Ok(SourceRecord {
+            id,
+            updated,
+            created,
+            class,
+            raw,
+        })
+    }
+}
+
+/// Strings as they are; numbers and booleans formatted; others `None`.
+pub fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn reader() -> RecordReader {
+        RecordReader {
+            id: FieldPath::parse("id").unwrap(),
+            updated: FieldPath::parse("meta.updated").unwrap(),
+            updated_format: Box::new(Rfc3339),
+            created: Some(FieldPath::parse("created").unwrap()),
+            created_format: Box::new(Rfc3339),
+            class: None,
+        }
+    }
+
+    #[test]
+    fn paths_reach_nested_values_and_array_items() {
+        let v = json!({"a": {"b": [{"c": 1}, {"c": "x"}]}, "d.e": true});
+        assert_eq!(
+            FieldPath::parse("a.b.1.c").unwrap().get(&v),
+            Some(&json!("x"))
+        );
+        assert_eq!(FieldPath::parse("d.e").unwrap().get(&v), Some(&json!(true)));
+        assert_eq!(FieldPath::parse("a.z").unwrap().get(&v), None);
+        assert_eq!(FieldPath::parse("").unwrap_err(), PathError::Empty);
+    }
+
+    #[test]
+    fn reads_numeric_ids_and_dates() {
+        let r = reader()
+            .read(json!({"id": 7, "meta": {"updated": "2024-05-01T10:00:00+02:00"}}))
+            .unwrap();
+        assert_eq!(r.id, "7");
+        assert_eq!(r.updated.to_rfc3339(), "2024-05-01T08:00:00+00:00");
+        assert_eq!(r.created, None);
+    }
+
+    #[test]
+    fn bad_records_name_the_record_and_field() {
+        let e = reader()
+            .read(json!({"meta": {"updated": "x"}}))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "record has no id in field \"id\"");
+        let e = reader().read(json!({"id": "a"})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "record a has no updated date in field \"meta.updated\""
+        );
+        let e = reader()
+            .read(json!({"id": "a", "meta": {"updated": "yesterday"}}))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("record a: meta.updated \"yesterday\": not an RFC 3339"),
+            "{e}"
+        );
+    }
+}

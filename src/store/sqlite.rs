@@ -1,0 +1,481 @@
+//! The SQLite state store (default): one file, WAL journal, embedded migrations.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
+
+use super::*;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// The file a `sqlite:` URL names.
+fn file_of(url: &str) -> PathBuf {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    PathBuf::from(rest.split('?').next().unwrap_or(rest))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database at `url` (`sqlite://PATH`).
+    /// A file that is not a pollbus database is refused and left untouched.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let path = file_of(url);
+        let location = path.display().to_string();
+        let open_err = |source| StoreError::Open {
+            location: location.clone(),
+            source,
+        };
+        if path.exists() {
+            check_is_pollbus(&path).await?;
+        } else if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(open_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| open_err(sqlx::Error::Migrate(Box::new(e))))?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+/// Refuses files that are not SQLite, or SQLite databases of another application, without
+/// writing to them (read-only connection, journal mode untouched).
+async fn check_is_pollbus(path: &Path) -> Result<(), StoreError> {
+    let location = path.display().to_string();
+    let not_pollbus = |detail: String| StoreError::NotPollbus {
+        location: location.clone(),
+        detail,
+    };
+    let mut header = [0u8; 16];
+    let len = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| not_pollbus(e.to_string()))?;
+        f.read(&mut header)
+            .map_err(|e| not_pollbus(e.to_string()))?
+    };
+    if len == 0 {
+        return Ok(()); // an empty file is a new database
+    }
+    if len < 16 || &header != b"SQLite format 3\0" {
+        return Err(not_pollbus("not an SQLite file".into()));
+    }
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .map_err(|e| not_pollbus(e.to_string()))?;
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| not_pollbus(e.to_string()))?;
+    let _ = conn.close().await;
+    if tables.is_empty() || tables.iter().any(|t| t == "pollbus_meta") {
+        Ok(())
+    } else {
+        let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(5).collect();
+        shown.sort();
+        Err(not_pollbus(format!("it has tables {}", shown.join(", "))))
+    }
+}
+
+fn snapshot_from(updated: i64, fields: &str) -> Result<Snapshot, StoreError> {
+    Ok(Snapshot {
+        updated: from_nanos(updated),
+        values: serde_json::from_str(fields).map_err(|e| StoreError::Corrupt {
+            what: "snapshot",
+            detail: e.to_string(),
+        })?,
+    })
+}
+
+fn message_from(text: &str) -> Result<Message, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what: "outbox message",
+        detail: e.to_string(),
+    })
+}
+
+fn json_ids(ids: &[String]) -> String {
+    serde_json::to_string(ids).expect("strings serialize")
+}
+
+fn now_nanos() -> i64 {
+    to_nanos(Utc::now())
+}
+
+fn opt_time(n: Option<i64>) -> Option<DateTime<Utc>> {
+    n.map(from_nanos)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn resource_state(&self, key: &ResourceKey) -> Result<Option<ResourceState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT cursor, last_reconcile, audit_cursor, baseline_done FROM resources WHERE source = ? AND resource = ?",
+        )
+        .bind(&key.source)
+        .bind(&key.resource)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("read resource state"))?;
+        Ok(row.map(|r| ResourceState {
+            baseline_done: r.get(3),
+            cursor: opt_time(r.get(0)),
+            last_reconcile: opt_time(r.get(1)),
+            audit_cursor: opt_time(r.get(2)),
+        }))
+    }
+
+    async fn snapshots(
+        &self,
+        key: &ResourceKey,
+        ids: &[String],
+    ) -> Result<HashMap<String, Snapshot>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT id, updated, fields FROM snapshots \
+             WHERE source = ? AND resource = ? AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&key.source)
+        .bind(&key.resource)
+        .bind(json_ids(ids))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("read snapshots"))?;
+        rows.iter()
+            .map(|r| {
+                let fields: &str = r.get(2);
+                Ok((r.get::<String, _>(0), snapshot_from(r.get(1), fields)?))
+            })
+            .collect()
+    }
+
+    async fn commit_page(&self, key: &ResourceKey, page: PageCommit) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_err("begin page"))?;
+        let now = to_nanos(page.at);
+        if !page.snapshots.is_empty() {
+            let rows: Vec<(&str, i64, String)> = page
+                .snapshots
+                .iter()
+                .map(|(id, s)| {
+                    (
+                        id.as_str(),
+                        to_nanos(s.updated),
+                        serde_json::Value::Object(s.values.clone()).to_string(),
+                    )
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO snapshots (source, resource, id, updated, fields, seen_at) \
+                 SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                        json_extract(value, '$[2]'), ?3 FROM json_each(?4) WHERE true \
+                 ON CONFLICT (source, resource, id) DO UPDATE SET \
+                   updated = excluded.updated, fields = excluded.fields, seen_at = excluded.seen_at",
+            )
+            .bind(&key.source)
+            .bind(&key.resource)
+            .bind(now)
+            .bind(serde_json::to_string(&rows).expect("rows serialize"))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("write snapshots"))?;
+        }
+        if !page.removed.is_empty() {
+            sqlx::query(
+                "DELETE FROM snapshots WHERE source = ? AND resource = ? \
+                 AND id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(&key.source)
+            .bind(&key.resource)
+            .bind(json_ids(&page.removed))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("remove snapshots"))?;
+        }
+        for m in &page.messages {
+            sqlx::query(
+                "INSERT INTO outbox (topic, partition_key, message_id, message, created_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&m.topic)
+            .bind(&m.session_id)
+            .bind(&m.message_id)
+            .bind(serde_json::to_string(m).expect("message serializes"))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("write outbox"))?;
+        }
+        if let Some(state) = &page.state {
+            sqlx::query(
+                "INSERT INTO resources (source, resource, cursor, last_reconcile, audit_cursor, baseline_done, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, resource) DO UPDATE SET \
+                 cursor = excluded.cursor, last_reconcile = excluded.last_reconcile, \
+                 audit_cursor = excluded.audit_cursor, baseline_done = excluded.baseline_done, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(&key.source)
+            .bind(&key.resource)
+            .bind(state.cursor.map(to_nanos))
+            .bind(state.last_reconcile.map(to_nanos))
+            .bind(state.audit_cursor.map(to_nanos))
+            .bind(state.baseline_done)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("write resource state"))?;
+        }
+        tx.commit().await.map_err(query_err("commit page"))
+    }
+
+    async fn reconcile_mark(
+        &self,
+        key: &ResourceKey,
+        run: i64,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE snapshots SET mark = ? WHERE source = ? AND resource = ? \
+             AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(run)
+        .bind(&key.source)
+        .bind(&key.resource)
+        .bind(json_ids(ids))
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("mark reconciled ids"))?;
+        Ok(())
+    }
+
+    async fn reconcile_absent(
+        &self,
+        key: &ResourceKey,
+        run: i64,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<(String, Snapshot)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, updated, fields FROM snapshots WHERE source = ? AND resource = ? \
+             AND (mark IS NULL OR mark <> ?) AND seen_at < ? ORDER BY id",
+        )
+        .bind(&key.source)
+        .bind(&key.resource)
+        .bind(run)
+        .bind(to_nanos(before))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("find absent ids"))?;
+        rows.iter()
+            .map(|r| {
+                let fields: &str = r.get(2);
+                Ok((r.get::<String, _>(0), snapshot_from(r.get(1), fields)?))
+            })
+            .collect()
+    }
+
+    async fn snapshot_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE source = ? AND resource = ?")
+                .bind(&key.source)
+                .bind(&key.resource)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(query_err("count snapshots"))?;
+        Ok(n as u64)
+    }
+
+    async fn outbox_next(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query("SELECT seq, message, attempts FROM outbox ORDER BY seq LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("read outbox"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    seq: r.get(0),
+                    message: message_from(r.get::<&str, _>(1))?,
+                    attempts: r.get::<i64, _>(2) as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_ack(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))")
+            .bind(serde_json::to_string(seqs).expect("ints serialize"))
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("acknowledge outbox rows"))?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, seqs: &[i64], error: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ? \
+             WHERE seq IN (SELECT value FROM json_each(?))",
+        )
+        .bind(error)
+        .bind(serde_json::to_string(seqs).expect("ints serialize"))
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("record outbox failure"))?;
+        Ok(())
+    }
+
+    async fn outbox_dead(&self, seq: i64, reason: &str) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_err("begin dead letter"))?;
+        sqlx::query(
+            "INSERT INTO dead_letters (seq, topic, partition_key, message_id, message, created_at, failed_at, reason) \
+             SELECT seq, topic, partition_key, message_id, message, created_at, ?, ? FROM outbox WHERE seq = ?",
+        )
+        .bind(now_nanos())
+        .bind(reason)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("write dead letter"))?;
+        sqlx::query("DELETE FROM outbox WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("remove dead outbox row"))?;
+        tx.commit().await.map_err(query_err("commit dead letter"))
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM outbox), (SELECT min(created_at) FROM outbox), \
+                    (SELECT count(*) FROM dead_letters)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("outbox stats"))?;
+        Ok(OutboxStats {
+            depth: row.get::<i64, _>(0) as u64,
+            oldest: opt_time(row.get(1)),
+            dead: row.get::<i64, _>(2) as u64,
+        })
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, message, reason, failed_at FROM dead_letters ORDER BY seq LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("read dead letters"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadRow {
+                    seq: r.get(0),
+                    message: message_from(r.get::<&str, _>(1))?,
+                    reason: r.get(2),
+                    failed_at: from_nanos(r.get(3)),
+                })
+            })
+            .collect()
+    }
+
+    async fn retry_dead(&self, seqs: Option<&[i64]>) -> Result<u64, StoreError> {
+        let filter = seqs.map(|s| serde_json::to_string(s).expect("ints serialize"));
+        let mut tx = self.pool.begin().await.map_err(query_err("begin retry"))?;
+        let moved = sqlx::query(
+            "INSERT INTO outbox (topic, partition_key, message_id, message, created_at) \
+             SELECT topic, partition_key, message_id, message, ? FROM dead_letters \
+             WHERE ?2 IS NULL OR seq IN (SELECT value FROM json_each(?2)) ORDER BY seq",
+        )
+        .bind(now_nanos())
+        .bind(&filter)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("requeue dead letters"))?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM dead_letters WHERE ?1 IS NULL OR seq IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&filter)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("remove requeued dead letters"))?;
+        tx.commit().await.map_err(query_err("commit retry"))?;
+        Ok(moved)
+    }
+
+    async fn token(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM tokens WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("read token"))
+    }
+
+    async fn put_token(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (name, value, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(now_nanos())
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("write token"))?;
+        Ok(())
+    }
+
+    async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.source, r.resource, r.cursor, r.last_reconcile, r.audit_cursor, r.baseline_done, \
+                    (SELECT count(*) FROM snapshots s WHERE s.source = r.source AND s.resource = r.resource) \
+             FROM resources r ORDER BY r.source, r.resource",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("summarize resources"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ResourceSummary {
+                key: ResourceKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
+                state: ResourceState {
+                    cursor: opt_time(r.get(2)),
+                    last_reconcile: opt_time(r.get(3)),
+                    audit_cursor: opt_time(r.get(4)),
+                    baseline_done: r.get(5),
+                },
+                snapshots: r.get::<i64, _>(6) as u64,
+            })
+            .collect())
+    }
+}
