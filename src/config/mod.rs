@@ -156,8 +156,16 @@ fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
     let location = e
         .span()
         .map(|span| {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("{origin}:{line}")
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            // Name the key when the error points into a `key = value` line.
+            let line_text = text.lines().nth(line - 1).unwrap_or_default();
+            match line_text.split_once('=') {
+                Some((key, _)) if !key.trim().starts_with('[') && !key.contains('{') => {
+                    format!("{origin}:{line} ({})", key.trim())
+                }
+                _ => format!("{origin}:{line}"),
+            }
         })
         .unwrap_or_else(|| origin.to_string());
     let message = e.message().replace('\n', " ");
@@ -204,7 +212,10 @@ source_system = "CRM"
             "source_system = \"CRM\"\ncolour = 1",
         );
         let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
-        assert!(err.starts_with("t.toml:6: unknown field `colour`"), "{err}");
+        assert!(
+            err.starts_with("t.toml:6 (colour): unknown field `colour`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -130,8 +130,15 @@ impl DemoSource {
         &items[(self.hash(parts) % items.len() as u64) as usize]
     }
 
-    fn change_time(&self, slot: u32, n: i64) -> DateTime<Utc> {
+    /// Where in its life cycle a slot starts, so slots are not in lockstep.
+    fn life_phase(&self, slot: u32) -> i64 {
+        (self.hash(&[slot as u64, 0x11FE]) % u64::from(self.config.lifetime_changes)) as i64
+    }
+
+    /// When change `m` (counted from the slot's life phase) of `slot` happens.
+    fn change_time(&self, slot: u32, m: i64) -> DateTime<Utc> {
         let offset = (self.hash(&[slot as u64]) % self.period_ms as u64) as i64;
+        let n = m - self.life_phase(slot);
         epoch() + chrono::Duration::milliseconds(offset + n * self.period_ms)
     }
 
@@ -142,7 +149,7 @@ impl DemoSource {
         if elapsed < 0 {
             return None;
         }
-        let n = elapsed / self.period_ms;
+        let n = elapsed / self.period_ms + self.life_phase(slot);
         let life = i64::from(self.config.lifetime_changes);
         let (generation, version) = (n / life, n % life);
         if version == life - 1 {

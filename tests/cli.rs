@@ -1,0 +1,313 @@
+//! The `pollbus` binary: exit codes, messages, the quickstart, and the state commands.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn pollbus(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pollbus"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("pollbus runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const DEMO: &str = r#"
+[state]
+url = "sqlite://./state/pollbus.db"
+[sink]
+kind = "jsonl"
+path = "./out/messages.jsonl"
+[[sources]]
+name = "demo"
+kind = "demo"
+source_system = "CRM"
+  [sources.demo]
+  seed = 1
+  records = 30
+  changes_per_minute = 600
+  [[sources.resources]]
+  name = "customers"
+  entity = "customer"
+  fields = { FirstName = "first_name", City = "address.city", Vip = "vip", Street = "address.street" }
+  on_behalf_of = { field = "updated_by" }
+  initial = "emit"
+"#;
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("pollbus.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+#[test]
+fn check_prints_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), DEMO);
+    let out = pollbus(dir.path(), &["check", "--config", "pollbus.toml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.contains("state: sqlite://./state/pollbus.db"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("demo/customers -> topic api.event.customer"),
+        "{plan}"
+    );
+    assert!(plan.contains("FirstName=first_name"), "{plan}");
+}
+
+#[test]
+fn bad_configs_exit_64_with_one_precise_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            DEMO.replace("seed = 1", "seed = 1\ncolour = \"red\""),
+            vec!["pollbus.toml:13 (colour): unknown field `colour`"],
+        ),
+        (
+            DEMO.replace(
+                "source_system = \"CRM\"",
+                "source_system = \"CRM\"\ninterval = \"often\"",
+            ),
+            vec!["pollbus.toml:11 (interval):", "often"],
+        ),
+        (
+            DEMO.replace("records = 30", "records = \"many\""),
+            vec!["pollbus.toml:13 (records): invalid type: string \"many\", expected u32"],
+        ),
+        (
+            DEMO.replace(
+                "url = \"sqlite://./state/pollbus.db\"",
+                "url = \"${env:POLLBUS_CLI_TEST_UNSET}\"",
+            ),
+            vec!["state.url: environment variable POLLBUS_CLI_TEST_UNSET is not set"],
+        ),
+        (
+            DEMO.replace("[sink]", "[sink]\n").replace(
+                "url = \"sqlite",
+                "url = \"${file:/nonexistent/secret}\"\n#url = \"sqlite",
+            ),
+            vec!["state.url: cannot read secret file /nonexistent/secret"],
+        ),
+        (
+            format!("{DEMO}\n{}", &DEMO[DEMO.find("[[sources]]").unwrap()..]),
+            vec!["sources[1].name: duplicate source name \"demo\""],
+        ),
+        (
+            DEMO.replace("entity = \"customer\"", "entity = \"cust/omer\""),
+            vec!["sources[0].resources[0].entity: \"cust/omer\" contains '/'"],
+        ),
+        (
+            DEMO.replace("City = \"address.city\"", "City = \"\""),
+            vec!["sources[0].resources[0].fields.City: empty vendor path"],
+        ),
+    ];
+    for (config, expected) in cases {
+        write_config(dir.path(), &config);
+        let out = pollbus(dir.path(), &["check", "--config", "pollbus.toml"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        let problem_lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("pollbus: config error: "))
+            .collect();
+        assert_eq!(problem_lines.len(), 1, "one line per problem:\n{err}");
+        for e in expected {
+            assert!(problem_lines[0].contains(e), "expected {e:?} in {err:?}");
+        }
+        assert!(out.stdout.is_empty());
+        // run refuses the same config the same way, before anything starts
+        let out = pollbus(dir.path(), &["run", "--config", "pollbus.toml"]);
+        assert_eq!(out.status.code(), Some(64));
+        assert!(!dir.path().join("state").exists(), "nothing started");
+    }
+}
+
+#[test]
+fn poll_once_writes_valid_lines_and_never_repeats_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), DEMO);
+    let out = pollbus(dir.path(), &["poll-once", "--config", "pollbus.toml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first = lines(&dir.path().join("out/messages.jsonl"));
+    assert!(
+        first.len() >= 15,
+        "30 slots give most of 30 customers, got {}",
+        first.len()
+    );
+    for line in &first {
+        support::schema::assert_valid_message(line);
+    }
+    // Immediately again: nothing changed in the demo within milliseconds (or a few did).
+    let out = pollbus(
+        dir.path(),
+        &[
+            "poll-once",
+            "--config",
+            "pollbus.toml",
+            "--resource",
+            "demo/customers",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = lines(&dir.path().join("out/messages.jsonl"));
+    let ids: std::collections::HashSet<&str> = all
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), all.len(), "no message id twice");
+    let out = pollbus(
+        dir.path(),
+        &[
+            "poll-once",
+            "--config",
+            "pollbus.toml",
+            "--resource",
+            "nope",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no resource named \"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn state_show_dead_and_retry_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), DEMO);
+    let show = pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]);
+    assert!(show.status.success(), "{}", text(&show.stderr));
+    assert!(text(&show.stdout).contains("no resource has been polled yet"));
+    assert!(
+        pollbus(dir.path(), &["poll-once", "--config", "pollbus.toml"])
+            .status
+            .success()
+    );
+    let show = text(&pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]).stdout);
+    assert!(
+        show.starts_with("outbox: 0 waiting; dead letters: 0"),
+        "{show}"
+    );
+    assert!(show.contains("demo/customers: cursor 20"), "{show}");
+    assert!(show.contains("baseline done"), "{show}");
+    let dead = text(&pollbus(dir.path(), &["state", "--config", "pollbus.toml", "dead"]).stdout);
+    assert_eq!(dead.trim(), "no dead letters");
+    let retry = text(
+        &pollbus(
+            dir.path(),
+            &["state", "--config", "pollbus.toml", "retry-dead"],
+        )
+        .stdout,
+    );
+    assert_eq!(retry.trim(), "requeued 0 dead letters to the outbox");
+}
+
+#[test]
+fn a_state_file_that_is_not_pollbus_is_refused_and_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), DEMO);
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let db = dir.path().join("state/pollbus.db");
+
+    std::fs::write(&db, b"this is someone's notes, not a database").unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let out = pollbus(dir.path(), &["poll-once", "--config", "pollbus.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is not a pollbus state database (not an SQLite file)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before, "file untouched");
+
+    std::fs::remove_file(&db).unwrap();
+    let status = Command::new("python3")
+        .args(["-c", &format!("import sqlite3; c=sqlite3.connect('{}'); c.execute('create table invoices(id)'); c.commit()", db.display())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let before = std::fs::read(&db).unwrap();
+    let out = pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("it has tables invoices"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "foreign SQLite database untouched"
+    );
+    assert!(!dir.path().join("state/pollbus.db-wal").exists());
+}
+
+/// The README's first command: the quickstart prints valid messages within 15 s and stops
+/// cleanly on SIGTERM with the outbox empty.
+#[test]
+fn quickstart_prints_valid_messages_quickly_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pollbus"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let elapsed = started.elapsed();
+    assert!(!line.is_empty(), "no message before the stream ended");
+    support::schema::assert_valid_message(&serde_json::from_str(&line).unwrap());
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "first message after {elapsed:?}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    for l in rest.lines() {
+        support::schema::assert_valid_message(&serde_json::from_str(l).unwrap());
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("outbox_left=0"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        dir.path().join("data/pollbus.db").exists(),
+        "state under ./data"
+    );
+}

@@ -1,0 +1,575 @@
+//! The pipeline end to end through real SQLite: detection rules, cursor safety, crashes and
+//! restarts, deletes, dead letters. Every message is validated against the schemas by the sink.
+
+mod support;
+
+use std::collections::HashSet;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use pollbus::contract::{PropertyValue, TraceContext};
+use pollbus::poll::PollError;
+use support::*;
+
+fn ids(sink: &MemorySink) -> Vec<String> {
+    sink.messages()
+        .iter()
+        .map(|m| m.message_id.clone())
+        .collect()
+}
+
+fn assert_unique(sink: &MemorySink) {
+    let all = ids(sink);
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "a change was published twice: {:?}",
+        sink.summary()
+    );
+}
+
+#[tokio::test]
+async fn baseline_then_create_update_noop_and_reconciled_delete() {
+    let rig = Rig::new(config(
+        100,
+        r#"deletes = "reconcile"
+  reconcile_interval = "1m""#,
+    ))
+    .await;
+    rig.source.put(
+        "1",
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T00:00:00Z",
+        customer("Åse", "Oslo"),
+    );
+    rig.source.put(
+        "2",
+        "2024-01-01T00:00:00Z",
+        "2024-01-02T00:00:00Z",
+        customer("Bjørn", "Bergen"),
+    );
+    let r = rig.cycle().await;
+    assert_eq!(
+        (r.baseline, r.messages()),
+        (2, 0),
+        "first poll is a silent baseline"
+    );
+
+    rig.source.put(
+        "3",
+        "2024-06-01T11:00:00Z",
+        "2024-06-01T11:00:00.400Z",
+        customer("Øystein", "Tromsø"),
+    );
+    rig.source.update(
+        "1",
+        "2024-06-01T11:00:01Z",
+        json!({"address": {"city": "Ålesund"}}),
+    );
+    rig.source
+        .update("2", "2024-06-01T11:00:02Z", json!({"by": "Web"}));
+    let r = rig.cycle().await;
+    assert_eq!((r.created, r.updated, r.noop), (1, 1, 1), "{r:?}");
+    assert_eq!(
+        rig.sink.summary(),
+        vec![
+            (1, "3".into(), "FirstName,City,Vip".into()),
+            (2, "1".into(), "City".into()),
+        ]
+    );
+    let update = &rig.sink.messages()[1];
+    assert_eq!(
+        update.application_properties["City"],
+        PropertyValue::String("Ålesund".into())
+    );
+    assert_eq!(update.body.on_behalf_of.as_deref(), Some("IFS"));
+    assert_eq!(update.body.timestamp, "2024-06-01T11:00:01Z");
+    assert_eq!(update.topic, "api.event.customer");
+
+    rig.source.delete("2", "2024-06-01T11:30:00Z", false);
+    rig.clock.advance(chrono::Duration::minutes(2));
+    let r = rig.cycle().await;
+    assert_eq!(r.deleted, 1);
+    let delete = rig.sink.messages().pop().unwrap();
+    assert_eq!(
+        (
+            delete.body.even_type.code(),
+            delete.body.id.as_str(),
+            delete.body.changed_fields.as_str()
+        ),
+        (3, "2", "")
+    );
+    assert_eq!(
+        delete.body.timestamp, "2024-06-01T12:02:00Z",
+        "reconciled deletes carry the detection time"
+    );
+
+    let r = rig.cycle().await;
+    assert_eq!(r.messages(), 0, "nothing new: {r:?}");
+    assert_unique(&rig.sink);
+}
+
+#[tokio::test]
+async fn initial_emit_publishes_existing_records_by_the_created_rule() {
+    let rig = Rig::new(config(100, r#"initial = "emit""#)).await;
+    rig.source.put(
+        "new",
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T00:00:00.900Z",
+        customer("A", "B"),
+    );
+    rig.source.put(
+        "old",
+        "2023-01-01T00:00:00Z",
+        "2024-01-01T00:00:00Z",
+        customer("C", "D"),
+    );
+    let r = rig.cycle().await;
+    assert_eq!((r.created, r.updated), (1, 1));
+}
+
+#[tokio::test]
+async fn equal_timestamps_across_page_boundaries_lose_and_double_nothing() {
+    let rig = Rig::new(config(3, "")).await;
+    rig.cycle().await; // empty baseline
+    for i in 0..10 {
+        rig.source.put(
+            &format!("r{i:02}"),
+            "2024-06-01T10:00:00Z",
+            "2024-06-01T10:00:00Z",
+            customer("A", "B"),
+        );
+    }
+    let r = rig.cycle().await;
+    assert_eq!((r.pages, r.created), (4, 10), "{r:?}");
+    // More records with the very same second as the cursor appear later (a late commit in the
+    // same second): the overlap re-reads the second and only the new ones are published.
+    for i in 10..13 {
+        rig.source.put(
+            &format!("r{i:02}"),
+            "2024-06-01T10:00:00Z",
+            "2024-06-01T10:00:00Z",
+            customer("A", "B"),
+        );
+    }
+    let r = rig.cycle().await;
+    assert_eq!((r.created, r.unchanged), (3, 10), "{r:?}");
+    assert_eq!(rig.sink.messages().len(), 13);
+    assert_unique(&rig.sink);
+}
+
+#[tokio::test]
+async fn late_commit_within_the_overlap_is_found() {
+    let rig = Rig::new(config(100, "")).await;
+    rig.source.put(
+        "a",
+        "2024-06-01T10:00:00Z",
+        "2024-06-01T10:00:00Z",
+        customer("A", "B"),
+    );
+    rig.cycle().await;
+    rig.source.put(
+        "b",
+        "2024-06-01T10:05:00Z",
+        "2024-06-01T10:05:00Z",
+        customer("B", "B"),
+    );
+    // A transaction that started earlier commits after the poll passed its timestamp.
+    rig.source.put_row(Row {
+        id: "late".into(),
+        created: t("2024-06-01T10:04:30Z"),
+        updated: t("2024-06-01T10:04:30Z"),
+        fields: customer("L", "X"),
+        class: None,
+        visible: false,
+    });
+    rig.cycle().await;
+    assert_eq!(rig.sink.summary().len(), 1, "only b was visible");
+    rig.source.commit("late");
+    let r = rig.cycle().await;
+    assert_eq!(r.created, 1, "the overlap (60 s) reaches 30 s back: {r:?}");
+    assert_eq!(rig.sink.messages().last().unwrap().body.id, "late");
+    assert_unique(&rig.sink);
+}
+
+#[tokio::test]
+async fn a_failed_page_keeps_the_cursor_and_the_next_poll_completes() {
+    let rig = Rig::new(config(2, "")).await;
+    rig.cycle().await;
+    for i in 0..5 {
+        rig.source.put(
+            &format!("x{i}"),
+            "2024-06-01T10:00:00Z",
+            &format!("2024-06-01T10:00:0{i}Z"),
+            customer("A", "B"),
+        );
+    }
+    rig.source.fail_from(Some(
+        rig.source.fetches.load(std::sync::atomic::Ordering::SeqCst) + 2,
+    ));
+    let err = rig
+        .poller("customers")
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PollError::Source(_)), "{err}");
+    assert!(err.to_string().contains("HTTP 503"), "{err}");
+    rig.publisher().drain().await.unwrap();
+    assert_eq!(
+        rig.sink.messages().len(),
+        2,
+        "the first page was committed and published"
+    );
+    rig.source.fail_from(None);
+    rig.cycle().await;
+    assert_eq!(rig.sink.messages().len(), 5);
+    assert_unique(&rig.sink);
+}
+
+#[tokio::test]
+async fn restart_in_the_middle_of_a_resource_loses_and_doubles_nothing() {
+    let mut rig = Rig::new(config(2, "")).await;
+    rig.cycle().await;
+    for i in 0..7 {
+        rig.source.put(
+            &format!("y{i}"),
+            "2024-06-01T10:00:00Z",
+            "2024-06-01T10:00:00Z",
+            customer("A", "B"),
+        );
+    }
+    // SIGTERM arrives while page 2 is being fetched: the poll finishes that page and stops.
+    let stop = CancellationToken::new();
+    let calls = rig.source.fetches.load(std::sync::atomic::Ordering::SeqCst);
+    rig.source.cancel_at(calls + 2, stop.clone());
+    let r = rig
+        .poller("customers")
+        .poll(&TraceContext::random(), &stop)
+        .await
+        .unwrap();
+    assert_eq!((r.pages, r.created), (2, 4));
+    rig.restart().await;
+    rig.cycle().await;
+    let got: HashSet<String> = rig
+        .sink
+        .messages()
+        .iter()
+        .map(|m| m.body.id.clone())
+        .collect();
+    assert_eq!(got.len(), 7, "{:?}", rig.sink.summary());
+    assert_unique(&rig.sink);
+}
+
+#[tokio::test]
+async fn crash_between_detection_and_publication_delivers_everything_once() {
+    let mut rig = Rig::new(config(100, "")).await;
+    rig.cycle().await;
+    for i in 0..4 {
+        rig.source.put(
+            &format!("z{i}"),
+            "2024-06-01T10:00:00Z",
+            "2024-06-01T10:00:00Z",
+            customer("A", "B"),
+        );
+    }
+    rig.sink.set_mode(SinkMode::FailTransient);
+    rig.poller("customers")
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(rig.publisher().drain().await.is_err(), "the sink is down");
+    assert_eq!(
+        rig.store.outbox_stats().await.unwrap().depth,
+        4,
+        "changes wait in the outbox"
+    );
+    // The process dies here. A new one starts, the sink is back.
+    rig.restart().await;
+    rig.sink.set_mode(SinkMode::Accept);
+    rig.cycle().await;
+    assert_eq!(rig.sink.messages().len(), 4);
+    assert_eq!(rig.store.outbox_stats().await.unwrap().depth, 0);
+    assert_unique(&rig.sink);
+}
+
+#[tokio::test]
+async fn a_message_repeats_only_when_the_sink_never_acknowledged_it() {
+    let rig = Rig::new(config(100, "")).await;
+    rig.cycle().await;
+    rig.source.put(
+        "q",
+        "2024-06-01T10:00:00Z",
+        "2024-06-01T10:00:00Z",
+        customer("A", "B"),
+    );
+    rig.sink.set_mode(SinkMode::DeliverThenFail);
+    rig.poller("customers")
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(rig.publisher().drain().await.is_err());
+    rig.sink.set_mode(SinkMode::Accept);
+    rig.publisher().drain().await.unwrap();
+    let msgs = rig.sink.messages();
+    assert_eq!(
+        msgs.len(),
+        2,
+        "delivered twice because the first ack was lost"
+    );
+    assert_eq!(
+        msgs[0].message_id, msgs[1].message_id,
+        "with the same message id (Service Bus drops the repeat)"
+    );
+}
+
+#[tokio::test]
+async fn unreadable_records_are_skipped_and_the_poll_goes_on() {
+    let rig = Rig::new(config(100, "")).await;
+    rig.cycle().await;
+    rig.source.put(
+        "ok",
+        "2024-06-01T10:00:00Z",
+        "2024-06-01T10:00:00Z",
+        customer("A", "B"),
+    );
+    rig.source.raw_extra.lock().unwrap().extend([
+        json!({"first_name": "no id", "updated_at": "2024-06-01T10:00:00Z"}),
+        json!({"id": "no-date"}),
+        json!({"id": "bad-date", "updated_at": "01/06/2024"}),
+    ]);
+    let r = rig.cycle().await;
+    assert_eq!((r.skipped, r.created), (3, 1), "{r:?}");
+}
+
+#[tokio::test]
+async fn stale_copies_are_ignored() {
+    let rig = Rig::new(config(100, "")).await;
+    rig.source.put(
+        "s",
+        "2024-06-01T10:00:00Z",
+        "2024-06-01T10:00:10Z",
+        customer("A", "B"),
+    );
+    rig.cycle().await;
+    // A lagging replica serves an older version within the overlap window.
+    rig.source.put(
+        "s",
+        "2024-06-01T10:00:00Z",
+        "2024-06-01T10:00:05Z",
+        customer("Old", "B"),
+    );
+    let r = rig.cycle().await;
+    assert_eq!((r.stale, r.messages()), (1, 0), "{r:?}");
+}
+
+#[tokio::test]
+async fn audit_and_reconcile_together_emit_one_delete() {
+    // Only ServiceNow has a delete audit; the scripted source plays one for the engine.
+    let mut config = config(100, r#"reconcile_interval = "1m""#);
+    config.sources[0].resources[0].deletes = pollbus::config::DeleteMode::Both;
+    let rig = Rig::new(config).await;
+    rig.source.put(
+        "d1",
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T00:00:00Z",
+        customer("A", "B"),
+    );
+    rig.source.put(
+        "d2",
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T00:00:00Z",
+        customer("C", "D"),
+    );
+    rig.source.put(
+        "keep",
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T00:00:00Z",
+        customer("E", "F"),
+    );
+    rig.cycle().await;
+    rig.source.delete("d1", "2024-06-01T11:00:00Z", true); // audited
+    rig.source.delete("d2", "2024-06-01T11:00:00Z", false); // table cleaner: no audit row
+    rig.clock.advance(chrono::Duration::minutes(5));
+    let r = rig.cycle().await;
+    assert_eq!(r.deleted, 2, "{r:?}");
+    rig.clock.advance(chrono::Duration::minutes(5));
+    let r = rig.cycle().await;
+    assert_eq!(
+        r.deleted, 0,
+        "the audit row is re-read in the overlap but the snapshot is gone"
+    );
+    let deletes: Vec<_> = rig
+        .sink
+        .summary()
+        .into_iter()
+        .filter(|(k, _, _)| *k == 3)
+        .collect();
+    assert_eq!(deletes.len(), 2);
+    assert_eq!(
+        rig.sink
+            .messages()
+            .iter()
+            .find(|m| m.body.id == "d1")
+            .unwrap()
+            .body
+            .timestamp,
+        "2024-06-01T11:00:00Z"
+    );
+}
+
+#[tokio::test]
+async fn reconciliation_that_would_delete_too_much_is_refused() {
+    let rig = Rig::new(config(
+        100,
+        r#"deletes = "reconcile"
+  reconcile_interval = "1m""#,
+    ))
+    .await;
+    for i in 0..4 {
+        rig.source.put(
+            &format!("k{i}"),
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00Z",
+            customer("A", "B"),
+        );
+    }
+    rig.cycle().await;
+    *rig.source.empty_listing.lock().unwrap() = true;
+    rig.clock.advance(chrono::Duration::minutes(5));
+    let err = rig
+        .poller("customers")
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("would delete 4 of 4 known records"),
+        "{err}"
+    );
+    assert_eq!(
+        rig.store
+            .snapshot_count(&pollbus::store::ResourceKey::new("crm", "customers"))
+            .await
+            .unwrap(),
+        4
+    );
+}
+
+#[tokio::test]
+async fn rejected_messages_go_to_the_dead_table_and_can_be_retried() {
+    let rig = Rig::new(config(100, "")).await;
+    rig.cycle().await;
+    for id in ["p1", "p2", "p3"] {
+        rig.source.put(
+            id,
+            "2024-06-01T10:00:00Z",
+            "2024-06-01T10:00:00Z",
+            customer("A", "B"),
+        );
+    }
+    rig.sink.reject_entity_id("p2");
+    rig.cycle().await;
+    assert_eq!(
+        rig.sink
+            .summary()
+            .iter()
+            .map(|s| s.1.as_str())
+            .collect::<Vec<_>>(),
+        ["p1", "p3"]
+    );
+    let dead = rig.store.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message.body.id, "p2");
+    assert_eq!(dead[0].reason, "message for p2 is too large");
+    rig.sink.clear_rejections();
+    assert_eq!(rig.store.retry_dead(None).await.unwrap(), 1);
+    rig.publisher().drain().await.unwrap();
+    assert_eq!(rig.sink.messages().last().unwrap().body.id, "p2");
+    assert_eq!(rig.store.outbox_stats().await.unwrap().dead, 0);
+}
+
+#[tokio::test]
+async fn a_missing_topic_dead_letters_its_messages_without_blocking() {
+    let rig = Rig::new(config(100, "")).await;
+    rig.cycle().await;
+    rig.source.put(
+        "m",
+        "2024-06-01T10:00:00Z",
+        "2024-06-01T10:00:00Z",
+        customer("A", "B"),
+    );
+    rig.sink.reject_topic("api.event.customer");
+    rig.cycle().await;
+    let stats = rig.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.depth, stats.dead), (0, 1));
+    assert!(rig.store.dead_letters(1).await.unwrap()[0]
+        .reason
+        .contains("api.event.customer"));
+}
+
+#[tokio::test]
+async fn polling_pauses_while_the_outbox_is_full() {
+    let mut config = config(100, "");
+    config.outbox.max_rows = 2;
+    config.outbox.batch_size = 2;
+    let rig = Rig::new(config).await;
+    rig.cycle().await;
+    for i in 0..3 {
+        rig.source.put(
+            &format!("f{i}"),
+            "2024-06-01T10:00:00Z",
+            "2024-06-01T10:00:00Z",
+            customer("A", "B"),
+        );
+    }
+    rig.sink.set_mode(SinkMode::FailTransient);
+    let poller = rig.poller("customers");
+    let r = poller
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(r.created, 3);
+    rig.source.put(
+        "f9",
+        "2024-06-01T10:01:00Z",
+        "2024-06-01T10:01:00Z",
+        customer("A", "B"),
+    );
+    let r = poller
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(r.paused && r.records == 0, "{r:?}");
+    rig.sink.set_mode(SinkMode::Accept);
+    rig.publisher().drain().await.unwrap();
+    let r = rig.cycle().await;
+    assert_eq!(r.created, 1, "nothing was lost while paused");
+}
+
+#[tokio::test]
+async fn child_class_records_are_left_to_the_child_resource() {
+    let rig = Rig::new(config(100, "")).await;
+    let mut poller = rig.poller("customers");
+    let resource = std::sync::Arc::get_mut(&mut poller.resource).unwrap();
+    resource.skip_classes = vec!["customer_contact".into()];
+    resource.reader.class = Some(pollbus::record::FieldPath::parse("sys_class_name").unwrap());
+    poller
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap();
+    rig.source.put_row(Row {
+        id: "child".into(),
+        created: t("2024-06-01T10:00:00Z"),
+        updated: t("2024-06-01T10:00:00Z"),
+        fields: customer("A", "B"),
+        class: Some("customer_contact".into()),
+        visible: true,
+    });
+    let r = poller
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((r.delegated, r.messages()), (1, 0), "{r:?}");
+}
