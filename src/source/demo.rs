@@ -157,7 +157,7 @@ impl DemoSource {
         }
         let g = generation as u64;
         let s = slot as u64;
-        let id = hex::encode_upper(&self.hash(&[s, g, 0xC0FFEE]).to_be_bytes())
+        let id = hex::encode_upper(self.hash(&[s, g, 0xC0FFEE]).to_be_bytes())
             + &hex::encode_upper(self.hash(&[s, g, 0xBEEF]).to_be_bytes());
         let first = *self.pick(FIRST_NAMES, &[s, g, 1]);
         let mut last = *self.pick(LAST_NAMES, &[s, g, 2]);
