@@ -40,6 +40,10 @@ pub enum Command {
         /// The configuration file.
         #[arg(long, short, env = "POLLBUS_CONFIG")]
         config: PathBuf,
+        /// Also ask each vendor for one record per resource and report configured fields it
+        /// lacks (sends requests; opens the state store for stored tokens).
+        #[arg(long)]
+        probe: bool,
     },
     /// Inspect and repair the state store.
     State {

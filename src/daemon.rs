@@ -68,6 +68,7 @@ impl App {
         let wake = Arc::new(Notify::new());
         let ctx = SourceContext {
             clock: clock.clone(),
+            store: store.clone(),
         };
         let mut pollers = Vec::new();
         for source_config in &config.sources {
@@ -120,6 +121,27 @@ impl App {
             return Err(StartError::UnknownResource(filter.to_string()));
         }
         Ok(chosen)
+    }
+
+    /// Asks every resource's vendor for one record and lists configured paths it lacks
+    /// (`pollbus check --probe`). Per resource: `Ok(missing)` (empty when all is well, `None`
+    /// when the resource has no record to check) or the vendor's error.
+    pub async fn probe(
+        &self,
+    ) -> Vec<(
+        String,
+        Result<Option<Vec<String>>, crate::source::SourceError>,
+    )> {
+        let mut out = Vec::new();
+        for poller in &self.pollers {
+            let result = poller
+                .source
+                .probe(&poller.resource)
+                .await
+                .map(|record| record.map(|r| poller.resource.missing_fields(&r)));
+            out.push((poller.resource.key(), result));
+        }
+        out
     }
 
     /// Polls each (or the named) resource once, then drains the outbox. Returns the summed

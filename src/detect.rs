@@ -108,6 +108,14 @@ impl Detector {
         }
     }
 
+    /// The record field `onBehalfOf` comes from, if any.
+    pub fn on_behalf_of_path(&self) -> Option<&FieldPath> {
+        match &self.on_behalf_of {
+            OnBehalfOfSource::Field(path) => Some(path),
+            _ => None,
+        }
+    }
+
     /// The tracked fields.
     pub fn fields(&self) -> &[(String, FieldPath)] {
         &self.fields

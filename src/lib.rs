@@ -13,6 +13,7 @@ pub mod config;
 pub mod contract;
 pub mod daemon;
 pub mod detect;
+pub mod http;
 pub mod outbox;
 pub mod plan;
 pub mod poll;

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     let path = match &cli.command {
         Command::Run { config }
         | Command::PollOnce { config, .. }
-        | Command::Check { config }
+        | Command::Check { config, .. }
         | Command::State { config, .. } => config.clone(),
     };
     let config = match Config::load(&path) {
@@ -67,9 +67,38 @@ fn init_logging(config: &Config) {
 
 async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { .. } => {
+        Command::Check { probe, .. } => {
             print!("{}", pollbus::plan::describe(&config));
-            Ok(ExitCode::SUCCESS)
+            if !probe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let app = App::start(config, Arc::new(SystemClock))
+                .await
+                .context("cannot start")?;
+            let mut ok = true;
+            for (resource, result) in app.probe().await {
+                match result {
+                    Ok(Some(missing)) if missing.is_empty() => {
+                        println!("probe {resource}: ok, every configured field is present")
+                    }
+                    Ok(Some(missing)) => {
+                        ok = false;
+                        println!("probe {resource}: missing {}", missing.join(", "));
+                    }
+                    Ok(None) => println!(
+                        "probe {resource}: reachable, but no record to check fields against"
+                    ),
+                    Err(e) => {
+                        ok = false;
+                        println!("probe {resource}: failed: {e}");
+                    }
+                }
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Run { .. } => {
             let app = App::start(config, Arc::new(SystemClock))

@@ -158,7 +158,10 @@ impl Publisher {
                     Duration::from_secs(1)
                 }
                 Err(e) => {
-                    let wait = backoff.next().unwrap_or(self.config.backoff_max);
+                    let wait = backoff
+                        .next()
+                        .unwrap_or(self.config.backoff_max)
+                        .min(self.config.backoff_max);
                     tracing::warn!(error = %e, retry_in = ?wait, "outbox publication paused");
                     wait
                 }
@@ -190,7 +193,10 @@ impl Publisher {
                 Ok(_) => return Ok(0),
                 Err(DrainError::Store(e)) => return Err(e),
                 Err(DrainError::Sink(reason)) => {
-                    let wait = backoff.next().unwrap_or(self.config.backoff_max);
+                    let wait = backoff
+                        .next()
+                        .unwrap_or(self.config.backoff_max)
+                        .min(self.config.backoff_max);
                     if tokio::time::Instant::now() + wait >= deadline {
                         let left = self.store.outbox_stats().await?.depth;
                         tracing::warn!(%reason, left, "flush gave up; messages stay in the outbox");

@@ -27,6 +27,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Several replicas on one PostgreSQL state store: leases and outbox claims.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// How long `run` may take, after SIGINT/SIGTERM, to finish in-flight pages and flush the
     /// outbox before it exits.
     #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
@@ -134,6 +137,39 @@ impl Default for OutboxConfig {
     }
 }
 
+/// How replicas share the work. Each resource is polled by the one replica holding its lease;
+/// a replica holds at most its fair share (ceil(resources / live replicas)) and takes over the
+/// leases of a replica that stopped renewing them. With SQLite there is one replica, which
+/// holds every lease.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How long a lease lasts without renewal; renewed every third of it. A dead replica's
+    /// resources are taken over within `lease_ttl` plus their `interval`.
+    #[serde(default = "defaults::lease_ttl", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "30s"))]
+    pub lease_ttl: Duration,
+    /// How long outbox rows claimed by a replica stay with it before another replica may
+    /// publish them (a crashed replica's rows are published after this).
+    #[serde(default = "defaults::claim_timeout", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "60s"))]
+    pub claim_timeout: Duration,
+    /// This replica's name in leases and claims; unique per running replica. Default: the
+    /// `POD_NAME` or `HOSTNAME` environment variable (or the host name) plus a random suffix.
+    #[serde(default)]
+    pub replica_id: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            lease_ttl: defaults::lease_ttl(),
+            claim_timeout: defaults::claim_timeout(),
+            replica_id: None,
+        }
+    }
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +243,21 @@ pub struct SourceConfig {
     /// Settings of the `demo` source.
     #[serde(default)]
     pub demo: Option<DemoConfig>,
+    /// Settings of `servicenow` sources.
+    #[serde(default)]
+    pub servicenow: Option<ServiceNowConfig>,
+    /// Timeout of one HTTP request to the vendor.
+    #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "60s"))]
+    pub request_timeout: Duration,
+    /// Largest vendor response body accepted, in bytes.
+    #[serde(default = "defaults::max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Attempts per vendor request (retrying 408, 429, 5xx and connection errors with capped
+    /// exponential backoff and the server's `Retry-After`) before the poll gives up until the
+    /// next interval.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
     /// The resources (tables, endpoints) polled on this source.
     pub resources: Vec<ResourceConfig>,
 }
@@ -330,6 +381,57 @@ pub enum OAuthGrant {
     Password,
     /// Client-credentials grant.
     ClientCredentials,
+}
+
+/// Settings of ServiceNow sources.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNowConfig {
+    /// Table API path.
+    #[serde(default = "defaults::servicenow_api_path")]
+    pub api_path: String,
+    /// Ask for reference fields as plain sys_ids (`sysparm_exclude_reference_link`); either way
+    /// reference objects map to their `value`.
+    #[serde(default = "defaults::yes")]
+    pub exclude_reference_link: bool,
+    /// `sysparm_display_value`: `false` (raw values, UTC dates; the default), `true` or `all`.
+    /// Dates must stay raw for the cursor, so `true` is refused for the date fields' sake.
+    #[serde(default)]
+    pub display_value: DisplayValue,
+    /// Table hierarchy, child table = parent table, added to the defaults
+    /// (`customer_contact = "sys_user"`, `customer_account = "core_company"`). When a parent and
+    /// a child are both configured, a record whose `sys_class_name` is the child is published
+    /// once, for the child's entity only.
+    #[serde(default)]
+    pub hierarchy: IndexMap<String, String>,
+    /// Table holding delete audit rows.
+    #[serde(default = "defaults::servicenow_audit_table")]
+    pub audit_table: String,
+}
+
+impl Default for ServiceNowConfig {
+    fn default() -> Self {
+        ServiceNowConfig {
+            api_path: defaults::servicenow_api_path(),
+            exclude_reference_link: true,
+            display_value: DisplayValue::default(),
+            hierarchy: IndexMap::new(),
+            audit_table: defaults::servicenow_audit_table(),
+        }
+    }
+}
+
+/// `sysparm_display_value`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DisplayValue {
+    /// Raw values.
+    #[default]
+    False,
+    /// Display values (refused: dates would be in the user's zone).
+    True,
+    /// Both, as `{"display_value", "value"}` objects; pollbus uses `value`.
+    All,
 }
 
 /// Settings of the synthetic `demo` source.
@@ -485,6 +587,12 @@ pub(crate) mod defaults {
     pub fn shutdown_grace() -> Duration {
         Duration::from_secs(20)
     }
+    pub fn lease_ttl() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn claim_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
     pub fn state_url() -> Secret {
         Secret::literal("sqlite://./data/pollbus.db")
     }
@@ -520,6 +628,24 @@ pub(crate) mod defaults {
     }
     pub fn create_tolerance() -> Duration {
         Duration::from_secs(1)
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_response_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
+    pub fn max_attempts() -> u32 {
+        6
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn servicenow_api_path() -> String {
+        "/api/now/table".to_string()
+    }
+    pub fn servicenow_audit_table() -> String {
+        "sys_audit_delete".to_string()
     }
     pub fn demo_seed() -> u64 {
         42

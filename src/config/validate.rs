@@ -27,6 +27,7 @@ impl Problems {
 pub fn validate(config: &Config) -> Vec<Problem> {
     let mut p = Problems::default();
     validate_outbox(&config.outbox, &mut p);
+    validate_cluster(&config.cluster, &mut p);
     validate_sink(&config.sink, &mut p);
     if config.sources.is_empty() {
         p.push("sources", "at least one source is required");
@@ -43,6 +44,29 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         validate_source(source, &path, config.sink.topic_prefix(), &mut p);
     }
     p.0
+}
+
+fn validate_cluster(cluster: &ClusterConfig, p: &mut Problems) {
+    if cluster.lease_ttl < std::time::Duration::from_secs(1) {
+        p.push(
+            "cluster.lease_ttl",
+            format!("{:?} is shorter than 1s", cluster.lease_ttl),
+        );
+    }
+    if cluster.claim_timeout < std::time::Duration::from_secs(1) {
+        p.push(
+            "cluster.claim_timeout",
+            format!("{:?} is shorter than 1s", cluster.claim_timeout),
+        );
+    }
+    if let Some(id) = &cluster.replica_id {
+        if id.trim().is_empty() || id.len() > 200 {
+            p.push(
+                "cluster.replica_id",
+                format!("{id:?} must be 1 to 200 characters"),
+            );
+        }
+    }
 }
 
 fn validate_outbox(outbox: &OutboxConfig, p: &mut Problems) {
@@ -144,6 +168,42 @@ fn validate_source(s: &SourceConfig, path: &str, topic_prefix: &str, p: &mut Pro
     if let Some(demo) = &s.demo {
         validate_demo(demo, &format!("{path}.demo"), p);
     }
+    if s.servicenow.is_some() && s.kind != SourceKind::Servicenow {
+        p.push(
+            format!("{path}.servicenow"),
+            format!(
+                "servicenow settings on a source of kind {:?}",
+                s.kind.as_str()
+            ),
+        );
+    }
+    if let Some(sn) = &s.servicenow {
+        if sn.display_value == DisplayValue::True {
+            p.push(
+                format!("{path}.servicenow.display_value"),
+                "\"true\" turns dates into the user's display zone and format; use \"false\" or \"all\"",
+            );
+        }
+        for (child, parent) in &sn.hierarchy {
+            for (what, table) in [("child", child), ("parent", parent)] {
+                if !is_servicenow_name(table) {
+                    p.push(
+                        format!("{path}.servicenow.hierarchy.{child}"),
+                        format!("{what} table {table:?} is not a ServiceNow name ([A-Za-z0-9_.]+)"),
+                    );
+                }
+            }
+        }
+    }
+    if s.max_attempts == 0 {
+        p.push(format!("{path}.max_attempts"), "0 attempts sends nothing");
+    }
+    if s.max_response_bytes < 1024 {
+        p.push(
+            format!("{path}.max_response_bytes"),
+            format!("{} is below 1024", s.max_response_bytes),
+        );
+    }
     if !http && !matches!(s.auth, AuthConfig::None) {
         p.push(format!("{path}.auth"), "the demo source takes no auth");
     }
@@ -167,6 +227,41 @@ fn validate_source(s: &SourceConfig, path: &str, topic_prefix: &str, p: &mut Pro
             );
         }
         validate_resource(s, r, &rpath, topic_prefix, p);
+    }
+}
+
+/// ServiceNow silently ignores invalid query parts and would return every record, so table and
+/// field names are checked strictly.
+fn is_servicenow_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+fn validate_servicenow_names(r: &ResourceConfig, path: &str, p: &mut Problems) {
+    let mut check = |key: String, name: &str| {
+        if !name.is_empty() && !is_servicenow_name(name) {
+            p.push(key, format!("{name:?} is not a ServiceNow name ([A-Za-z0-9_.]+); ServiceNow would ignore it and return every record"));
+        }
+    };
+    check(format!("{path}.name"), &r.name);
+    if let Some(id) = &r.id_field {
+        check(format!("{path}.id_field"), id);
+    }
+    for (name, vendor) in &r.fields {
+        check(format!("{path}.fields.{name}"), vendor);
+    }
+    if let Some(field) = r.on_behalf_of.as_ref().and_then(|o| o.field.as_ref()) {
+        check(format!("{path}.on_behalf_of.field"), field);
+    }
+    for (key, field) in [
+        ("updated_field", &r.dates.updated_field),
+        ("created_field", &r.dates.created_field),
+    ] {
+        if let Some(field) = field {
+            check(format!("{path}.dates.{key}"), field);
+        }
     }
 }
 
@@ -240,6 +335,8 @@ fn validate_resource(
 ) {
     if r.name.trim().is_empty() {
         p.push(format!("{path}.name"), "empty resource name");
+    } else if s.kind == SourceKind::Servicenow {
+        validate_servicenow_names(r, path, p);
     }
     validate_entity(&r.entity, &format!("{path}.entity"), topic_prefix, p);
     if let Some(id) = &r.id_field {

@@ -11,6 +11,7 @@
 //! next-page URL), so the poll loop never knows a vendor's paging style.
 
 pub mod demo;
+pub mod servicenow;
 
 use std::sync::Arc;
 
@@ -19,9 +20,13 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::clock::Clock;
-use crate::config::{ResourceConfig, SourceConfig, SourceKind};
+use crate::config::{AuthConfig, ResourceConfig, SourceConfig, SourceKind};
 use crate::detect::{Detector, OnBehalfOfSource};
-use crate::record::{FieldPath, RecordReader, Rfc3339};
+use crate::http::auth::{Auth, OAuth2, OAuth2Config};
+use crate::http::budget::{LocalBudget, RequestBudget};
+use crate::http::{HttpClient, HttpOptions};
+use crate::record::{DateParser, FieldPath, NaiveUtc, RecordReader, Rfc3339};
+use crate::store::Store;
 
 /// One page of records.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -105,6 +110,15 @@ pub trait Source: Send + Sync {
         token: Option<&str>,
     ) -> Result<IdPage, SourceError>;
 
+    /// One record of the resource, to check the configuration against (`pollbus check
+    /// --probe`); `None` when the resource is empty.
+    async fn probe(&self, resource: &Resource) -> Result<Option<Value>, SourceError> {
+        let page = self
+            .fetch(resource, DateTime::<Utc>::UNIX_EPOCH, None)
+            .await?;
+        Ok(page.records.into_iter().next())
+    }
+
     /// Ids deleted at or after `since` according to the vendor's audit.
     async fn deleted_since(
         &self,
@@ -157,14 +171,20 @@ impl Resource {
             SourceKind::Rest | SourceKind::Demo => ("updated_at", "created_at"),
         };
         let dates = &r.dates;
+        let parser = |_format: &Option<String>| -> Box<dyn DateParser> {
+            match kind {
+                SourceKind::Servicenow => Box::new(NaiveUtc("%Y-%m-%d %H:%M:%S")),
+                _ => Box::new(Rfc3339),
+            }
+        };
         let reader = RecordReader {
             id,
             updated: path(dates.updated_field.as_deref().unwrap_or(updated_default)),
-            updated_format: Box::new(Rfc3339),
+            updated_format: parser(&dates.updated_format),
             created: Some(path(
                 dates.created_field.as_deref().unwrap_or(created_default),
             )),
-            created_format: Box::new(Rfc3339),
+            created_format: parser(&dates.created_format),
             class: (kind == SourceKind::Servicenow).then(|| path("sys_class_name")),
         };
         let on_behalf_of = match &r.on_behalf_of {
@@ -188,13 +208,39 @@ impl Resource {
             config: r.clone(),
             reader,
             detector: Detector::new(fields, on_behalf_of, r.create_tolerance),
-            skip_classes: Vec::new(),
+            skip_classes: match kind {
+                SourceKind::Servicenow => servicenow::delegated_classes(source, &r.name),
+                _ => Vec::new(),
+            },
             page_size: source.page_size.unwrap_or(match kind {
                 SourceKind::Concur => 100,
                 _ => 1000,
             }),
             overlap: source.overlap,
         }
+    }
+
+    /// The configured paths missing from `record` (`pollbus check --probe`): id, dates, tracked
+    /// fields and the on-behalf-of field, each as `what "path"`.
+    pub fn missing_fields(&self, record: &Value) -> Vec<String> {
+        let mut paths: Vec<(String, &FieldPath)> = vec![
+            ("id_field".into(), &self.reader.id),
+            ("updated date".into(), &self.reader.updated),
+        ];
+        if let Some(created) = &self.reader.created {
+            paths.push(("created date".into(), created));
+        }
+        for (name, path) in self.detector.fields() {
+            paths.push((format!("field {name}"), path));
+        }
+        if let Some(path) = self.detector.on_behalf_of_path() {
+            paths.push(("on_behalf_of".into(), path));
+        }
+        paths
+            .into_iter()
+            .filter(|(_, p)| p.get(record).is_none())
+            .map(|(what, p)| format!("{what} {:?}", p.as_str()))
+            .collect()
     }
 
     /// `source/resource`, for logs and state keys.
@@ -208,6 +254,71 @@ impl Resource {
 pub struct SourceContext {
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// The state store (OAuth tokens).
+    pub store: Arc<dyn Store>,
+}
+
+/// The HTTP client of a vendor source: auth from the configuration (OAuth 2.0 token endpoint
+/// `default_token_path` under `base` unless configured), the request budget, retry settings.
+pub fn http_client(
+    config: &SourceConfig,
+    ctx: &SourceContext,
+    base: &url::Url,
+    default_token_path: &str,
+) -> Result<HttpClient, String> {
+    let options = HttpOptions {
+        timeout: config.request_timeout,
+        max_attempts: config.max_attempts,
+        max_response_bytes: config.max_response_bytes as usize,
+        ..HttpOptions::default()
+    };
+    let auth = match &config.auth {
+        AuthConfig::None => Auth::None,
+        AuthConfig::Basic { username, password } => Auth::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        AuthConfig::Bearer { token } => Auth::Bearer(token.clone()),
+        AuthConfig::Header { name, value } => Auth::Header {
+            name: name.clone(),
+            value: value.clone(),
+        },
+        AuthConfig::Oauth2 {
+            token_url,
+            grant,
+            client_id,
+            client_secret,
+            username,
+            password,
+            refresh_token,
+        } => {
+            let token_url = match token_url {
+                Some(u) => url::Url::parse(u).map_err(|e| format!("auth.token_url {u:?}: {e}"))?,
+                None => base
+                    .join(default_token_path)
+                    .map_err(|e| format!("token endpoint under {base}: {e}"))?,
+            };
+            Auth::OAuth2(Arc::new(OAuth2::new(
+                &config.name,
+                OAuth2Config {
+                    token_url,
+                    grant: *grant,
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    username: username.clone(),
+                    password: password.clone(),
+                    refresh_token: refresh_token.clone(),
+                },
+                ctx.store.clone(),
+                ctx.clock.clone(),
+                config.request_timeout,
+            )))
+        }
+    };
+    let budget = config
+        .max_requests_per_hour
+        .map(|n| Arc::new(LocalBudget::per_hour(&config.name, n)) as Arc<dyn RequestBudget>);
+    Ok(HttpClient::new(&config.name, auth, budget, options))
 }
 
 /// Why a source could not be built.
@@ -227,6 +338,7 @@ pub fn build(config: &SourceConfig, ctx: &SourceContext) -> Result<Arc<dyn Sourc
             config.demo.clone().unwrap_or_default(),
             ctx.clock.clone(),
         ))),
+        SourceKind::Servicenow => Ok(Arc::new(servicenow::ServiceNowSource::new(config, ctx)?)),
         other => Err(BuildError {
             source_name: config.name.clone(),
             message: format!(

@@ -1,0 +1,468 @@
+//! Vendor authentication: basic, bearer, custom header, and OAuth 2.0 with refresh.
+//!
+//! OAuth 2.0 tokens (access token, expiry, the current refresh token and the vendor's
+//! `geolocation`) are kept in the state store under `oauth/<source>`, so a restart does not log
+//! in again and a rotated refresh token (SAP Concur returns a new one on every refresh) replaces
+//! the old one atomically. A token is refreshed a minute before it expires and once on a 401. A
+//! refresh token configured anew by the operator (its fingerprint differs from the one the
+//! stored token came from) wins over the stored one. A failed login makes the source wait with
+//! capped exponential backoff before it asks the token endpoint again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::RequestBuilder;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::config::{OAuthGrant, Secret};
+use crate::store::Store;
+
+/// Why authentication failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// The token endpoint refused the grant.
+    #[error("token endpoint {url} refused the {grant} grant (HTTP {status}: {message}){hint}")]
+    Rejected {
+        /// The token endpoint.
+        url: String,
+        /// The grant used.
+        grant: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The vendor's message.
+        message: String,
+        /// What the operator should do.
+        hint: String,
+    },
+    /// The token endpoint could not be reached or answered nonsense.
+    #[error("token endpoint {url}: {reason}")]
+    Unavailable {
+        /// The token endpoint.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A recent login failed; the source waits before trying again.
+    #[error("waiting {wait_secs} s before the next login attempt after: {last}")]
+    Backoff {
+        /// Seconds left to wait.
+        wait_secs: u64,
+        /// The last failure.
+        last: String,
+    },
+    /// The state store failed.
+    #[error("cannot {what} the OAuth token in the state store: {reason}")]
+    Store {
+        /// Read or write.
+        what: &'static str,
+        /// The store's error.
+        reason: String,
+    },
+}
+
+/// How requests of a source are authenticated.
+#[derive(Clone, Default)]
+pub enum Auth {
+    /// Nothing.
+    #[default]
+    None,
+    /// HTTP basic.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+    /// A custom header.
+    Header {
+        /// Header name.
+        name: String,
+        /// Header value.
+        value: Secret,
+    },
+    /// OAuth 2.0 with refresh.
+    OAuth2(Arc<OAuth2>),
+}
+
+impl Auth {
+    /// Adds credentials to a request.
+    pub async fn apply(&self, builder: RequestBuilder) -> Result<RequestBuilder, AuthError> {
+        Ok(match self {
+            Auth::None => builder,
+            Auth::Basic { username, password } => {
+                builder.basic_auth(username, Some(password.expose()))
+            }
+            Auth::Bearer(token) => builder.bearer_auth(token.expose()),
+            Auth::Header { name, value } => builder.header(name.as_str(), value.expose()),
+            Auth::OAuth2(oauth) => builder.bearer_auth(oauth.access_token().await?),
+        })
+    }
+
+    /// Whether a 401 is worth one token refresh.
+    pub fn refreshable(&self) -> bool {
+        matches!(self, Auth::OAuth2(_))
+    }
+
+    /// Forgets the current access token (after a 401).
+    pub async fn invalidate(&self) {
+        if let Auth::OAuth2(oauth) = self {
+            oauth.invalidate().await;
+        }
+    }
+}
+
+/// OAuth 2.0 client settings.
+#[derive(Clone)]
+pub struct OAuth2Config {
+    /// Token endpoint.
+    pub token_url: url::Url,
+    /// Grant type.
+    pub grant: OAuthGrant,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: Secret,
+    /// User name (password grant).
+    pub username: Option<String>,
+    /// Password (password grant).
+    pub password: Option<Secret>,
+    /// Refresh token as configured (refresh-token grant).
+    pub refresh_token: Option<Secret>,
+}
+
+/// A token as stored in the state store. Never printed.
+#[derive(Clone, Serialize, Deserialize)]
+struct Token {
+    access_token: String,
+    expires_at: DateTime<Utc>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    /// Fingerprint of the configured refresh token this token descends from.
+    #[serde(default)]
+    configured: Option<String>,
+    /// SAP Concur's base URL for this company.
+    #[serde(default)]
+    geolocation: Option<String>,
+}
+
+struct Failure {
+    until: Instant,
+    count: u32,
+    last: String,
+}
+
+/// An OAuth 2.0 token manager for one source.
+pub struct OAuth2 {
+    config: OAuth2Config,
+    store: Arc<dyn Store>,
+    token_name: String,
+    clock: Arc<dyn Clock>,
+    client: reqwest::Client,
+    token: Mutex<Option<Token>>,
+    failure: Mutex<Option<Failure>>,
+    /// Counts successful token requests (metrics).
+    pub refreshes: std::sync::atomic::AtomicU64,
+}
+
+fn grant_name(grant: OAuthGrant) -> &'static str {
+    match grant {
+        OAuthGrant::RefreshToken => "refresh_token",
+        OAuthGrant::Password => "password",
+        OAuthGrant::ClientCredentials => "client_credentials",
+    }
+}
+
+fn fingerprint(secret: &Secret) -> String {
+    hex::encode(&Sha256::digest(secret.expose().as_bytes())[..8])
+}
+
+/// Refresh this long before the access token expires.
+const EXPIRY_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+
+impl OAuth2 {
+    /// A token manager storing its tokens in `store` under `oauth/<source>`.
+    pub fn new(
+        source: &str,
+        config: OAuth2Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        timeout: Duration,
+    ) -> Self {
+        OAuth2 {
+            config,
+            store,
+            token_name: format!("oauth/{source}"),
+            clock,
+            client: super::reqwest_client(timeout),
+            token: Mutex::new(None),
+            failure: Mutex::new(None),
+            refreshes: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The base URL the vendor told us to use (SAP Concur `geolocation`), once known.
+    pub async fn geolocation(&self) -> Option<String> {
+        self.token
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|t| t.geolocation.clone())
+    }
+
+    /// Forgets the access token; the next request refreshes it.
+    pub async fn invalidate(&self) {
+        if let Some(t) = self.token.lock().await.as_mut() {
+            t.expires_at = DateTime::<Utc>::UNIX_EPOCH;
+        }
+    }
+
+    /// A valid access token, refreshing or logging in as needed.
+    pub async fn access_token(&self) -> Result<String, AuthError> {
+        let mut slot = self.token.lock().await;
+        if slot.is_none() {
+            *slot = self.load().await?;
+        }
+        let configured = self.config.refresh_token.as_ref().map(fingerprint);
+        if let Some(t) = slot.as_ref() {
+            let fresh = t.expires_at - EXPIRY_MARGIN > self.clock.now();
+            let same_origin = configured.is_none() || t.configured == configured;
+            if fresh && same_origin {
+                return Ok(t.access_token.clone());
+            }
+        }
+        if let Some(f) = self.failure.lock().await.as_ref() {
+            let now = Instant::now();
+            if f.until > now {
+                return Err(AuthError::Backoff {
+                    wait_secs: (f.until - now).as_secs().max(1),
+                    last: f.last.clone(),
+                });
+            }
+        }
+        let previous = slot
+            .take()
+            .filter(|t| configured.is_none() || t.configured == configured);
+        match self.obtain(previous.as_ref(), configured).await {
+            Ok(token) => {
+                *self.failure.lock().await = None;
+                let access = token.access_token.clone();
+                *slot = Some(token);
+                Ok(access)
+            }
+            Err(e) => {
+                *slot = previous;
+                let mut failure = self.failure.lock().await;
+                let count = failure.as_ref().map_or(0, |f| f.count) + 1;
+                let wait = Duration::from_secs(5 * 2u64.pow(count.min(8) - 1))
+                    .min(Duration::from_secs(600));
+                tracing::error!(token = %self.token_name, error = %e, retry_in_s = wait.as_secs(), "login failed; this source waits, others go on");
+                *failure = Some(Failure {
+                    until: Instant::now() + wait,
+                    count,
+                    last: e.to_string(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    async fn load(&self) -> Result<Option<Token>, AuthError> {
+        let stored = self
+            .store
+            .token(&self.token_name)
+            .await
+            .map_err(|e| AuthError::Store {
+                what: "read",
+                reason: e.to_string(),
+            })?;
+        Ok(stored.and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// Gets a new token: refresh with the stored refresh token when there is one (falling back
+    /// to the configured grant), else the configured grant.
+    async fn obtain(
+        &self,
+        previous: Option<&Token>,
+        configured: Option<String>,
+    ) -> Result<Token, AuthError> {
+        let stored_refresh = previous.and_then(|t| t.refresh_token.clone());
+        let result = match (&stored_refresh, self.config.grant) {
+            (Some(refresh), _) => {
+                let r = self.request(OAuthGrant::RefreshToken, Some(refresh)).await;
+                match (r, self.config.grant) {
+                    (Err(e), OAuthGrant::Password | OAuthGrant::ClientCredentials) => {
+                        tracing::info!(error = %e, "refresh token refused; logging in again");
+                        self.request(self.config.grant, None).await
+                    }
+                    (r, _) => r,
+                }
+            }
+            (None, OAuthGrant::RefreshToken) => {
+                let configured_token = self
+                    .config
+                    .refresh_token
+                    .as_ref()
+                    .map(|s| s.expose().to_string());
+                self.request(OAuthGrant::RefreshToken, configured_token.as_ref())
+                    .await
+            }
+            (None, grant) => self.request(grant, None).await,
+        };
+        let mut token = result?;
+        if token.refresh_token.is_none() {
+            token.refresh_token = stored_refresh.or_else(|| {
+                (self.config.grant == OAuthGrant::RefreshToken)
+                    .then(|| {
+                        self.config
+                            .refresh_token
+                            .as_ref()
+                            .map(|s| s.expose().to_string())
+                    })
+                    .flatten()
+            });
+        }
+        if token.geolocation.is_none() {
+            token.geolocation = previous.and_then(|p| p.geolocation.clone());
+        }
+        token.configured = configured;
+        let text = serde_json::to_string(&token).expect("token serializes");
+        self.store
+            .put_token(&self.token_name, &text)
+            .await
+            .map_err(|e| AuthError::Store {
+                what: "write",
+                reason: e.to_string(),
+            })?;
+        self.refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(token)
+    }
+
+    async fn request(
+        &self,
+        grant: OAuthGrant,
+        refresh: Option<&String>,
+    ) -> Result<Token, AuthError> {
+        let url = self.config.token_url.to_string();
+        let body = self.form(grant, refresh);
+        let unavailable = |reason: String| AuthError::Unavailable {
+            url: url.clone(),
+            reason,
+        };
+        let response = self
+            .client
+            .post(self.config.token_url.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("request failed: {}", e.without_url())))?;
+        self.read_token(response, grant, &url).await
+    }
+
+    fn form(&self, grant: OAuthGrant, refresh: Option<&String>) -> String {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", grant_name(grant));
+        form.append_pair("client_id", &self.config.client_id);
+        form.append_pair("client_secret", self.config.client_secret.expose());
+        match grant {
+            OAuthGrant::Password => {
+                form.append_pair(
+                    "username",
+                    self.config.username.as_deref().unwrap_or_default(),
+                );
+                form.append_pair(
+                    "password",
+                    self.config
+                        .password
+                        .as_ref()
+                        .map(|p| p.expose())
+                        .unwrap_or_default(),
+                );
+            }
+            OAuthGrant::RefreshToken => {
+                form.append_pair(
+                    "refresh_token",
+                    refresh.map(String::as_str).unwrap_or_default(),
+                );
+            }
+            OAuthGrant::ClientCredentials => {}
+        }
+        form.finish()
+    }
+
+    async fn read_token(
+        &self,
+        response: reqwest::Response,
+        grant: OAuthGrant,
+        url: &str,
+    ) -> Result<Token, AuthError> {
+        let url = url.to_string();
+        let unavailable = |reason: String| AuthError::Unavailable {
+            url: url.clone(),
+            reason,
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unavailable(format!("reading the body failed: {}", e.without_url())))?;
+        if !(200..300).contains(&status) {
+            let message = super::vendor_error_message(&body).unwrap_or_else(|| "no details".into());
+            if status >= 500 {
+                return Err(unavailable(format!("HTTP {status}: {message}")));
+            }
+            let hint = if message.contains("invalid_grant") && grant == OAuthGrant::RefreshToken {
+                "; the refresh token is no longer valid: re-authorize pollbus with the vendor and update the refresh_token secret".to_string()
+            } else {
+                "; check the client id, secret and credentials".to_string()
+            };
+            return Err(AuthError::Rejected {
+                url,
+                grant: grant_name(grant),
+                status,
+                message,
+                hint,
+            });
+        }
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| unavailable(format!("malformed token response ({e})")))?;
+        let access_token = v
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| unavailable("token response has no access_token".into()))?
+            .to_string();
+        let expires_in = match v.get("expires_in") {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(1800);
+        Ok(Token {
+            access_token,
+            expires_at: self.clock.now() + chrono::Duration::seconds(expires_in.max(0)),
+            refresh_token: v
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            configured: None,
+            geolocation: v
+                .get("geolocation")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    }
+}
