@@ -7,6 +7,7 @@
 //! ```
 //! See `design.md` in the repository's shared folder and the README for the whole picture.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod contract;
 pub mod daemon;
 pub mod detect;
 pub mod http;
+pub mod metrics;
 pub mod outbox;
 pub mod plan;
 pub mod poll;

@@ -131,19 +131,6 @@ impl DateParser for Rfc3339 {
     }
 }
 
-/// Naive dates in a chrono `strftime` format, taken as UTC (ServiceNow's
-/// `yyyy-MM-dd HH:mm:ss`).
-#[derive(Debug, Clone)]
-pub struct NaiveUtc(pub &'static str);
-
-impl DateParser for NaiveUtc {
-    fn parse(&self, value: &str) -> Result<Option<DateTime<Utc>>, String> {
-        chrono::NaiveDateTime::parse_from_str(value, self.0)
-            .map(|d| Some(d.and_utc()))
-            .map_err(|e| format!("does not match {} ({e})", self.0))
-    }
-}
-
 /// Reads id, dates and class out of raw records of one resource.
 pub struct RecordReader {
     /// Path of the id field.

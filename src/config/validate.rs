@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use super::model::*;
 use super::Problem;
 use crate::record::FieldPath;
+use crate::source::datefmt::{JavaDateFormat, Zone};
 
 /// Longest Service Bus topic name.
 const MAX_TOPIC_LEN: usize = 260;
@@ -374,6 +375,22 @@ fn validate_resource(
     ] {
         if let Some(field) = field {
             check_path(field, &format!("{path}.dates.{key}"), p);
+        }
+    }
+    for (key, format) in [
+        ("updated_format", &r.dates.updated_format),
+        ("created_format", &r.dates.created_format),
+    ] {
+        if let Some(Err(e)) = format.as_deref().map(JavaDateFormat::compile) {
+            p.push(format!("{path}.dates.{key}"), e.to_string());
+        }
+    }
+    for (key, zone) in [
+        ("updated_timezone", &r.dates.updated_timezone),
+        ("created_timezone", &r.dates.created_timezone),
+    ] {
+        if let Some(Err(e)) = zone.as_deref().map(Zone::parse) {
+            p.push(format!("{path}.dates.{key}"), e.to_string());
         }
     }
     if r.deletes.audits() && s.kind != SourceKind::Servicenow {

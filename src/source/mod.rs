@@ -10,8 +10,10 @@
 //! Continuation tokens are opaque strings owned by the source (a keyset position, an offset, a
 //! next-page URL), so the poll loop never knows a vendor's paging style.
 
+pub mod datefmt;
 pub mod demo;
 pub mod servicenow;
+pub mod template;
 
 use std::sync::Arc;
 
@@ -25,7 +27,7 @@ use crate::detect::{Detector, OnBehalfOfSource};
 use crate::http::auth::{Auth, OAuth2, OAuth2Config};
 use crate::http::budget::{LocalBudget, RequestBudget};
 use crate::http::{HttpClient, HttpOptions};
-use crate::record::{DateParser, FieldPath, NaiveUtc, RecordReader, Rfc3339};
+use crate::record::{DateParser, FieldPath, RecordReader, Rfc3339};
 use crate::store::Store;
 
 /// One page of records.
@@ -171,20 +173,33 @@ impl Resource {
             SourceKind::Rest | SourceKind::Demo => ("updated_at", "created_at"),
         };
         let dates = &r.dates;
-        let parser = |_format: &Option<String>| -> Box<dyn DateParser> {
-            match kind {
-                SourceKind::Servicenow => Box::new(NaiveUtc("%Y-%m-%d %H:%M:%S")),
-                _ => Box::new(Rfc3339),
+        let parser = |format: &Option<String>, zone: &Option<String>| -> Box<dyn DateParser> {
+            let zone = zone
+                .as_deref()
+                .map(|z| datefmt::Zone::parse(z).expect("validated zone"))
+                .unwrap_or_default();
+            let pattern = format.as_deref().or(match kind {
+                SourceKind::Servicenow => Some(servicenow::DATE_FORMAT),
+                SourceKind::Revel => Some("yyyy-MM-dd'T'HH:mm:ss.SSSSSS"),
+                SourceKind::Concur => Some("yyyy-MM-dd'T'HH:mm:ss.SSS"),
+                SourceKind::Rest | SourceKind::Demo => None,
+            });
+            match pattern {
+                Some(p) => Box::new(JavaDates {
+                    format: datefmt::JavaDateFormat::compile(p).expect("validated pattern"),
+                    zone,
+                }),
+                None => Box::new(Rfc3339),
             }
         };
         let reader = RecordReader {
             id,
             updated: path(dates.updated_field.as_deref().unwrap_or(updated_default)),
-            updated_format: parser(&dates.updated_format),
+            updated_format: parser(&dates.updated_format, &dates.updated_timezone),
             created: Some(path(
                 dates.created_field.as_deref().unwrap_or(created_default),
             )),
-            created_format: parser(&dates.created_format),
+            created_format: parser(&dates.created_format, &dates.created_timezone),
             class: (kind == SourceKind::Servicenow).then(|| path("sys_class_name")),
         };
         let on_behalf_of = match &r.on_behalf_of {
@@ -246,6 +261,21 @@ impl Resource {
     /// `source/resource`, for logs and state keys.
     pub fn key(&self) -> String {
         format!("{}/{}", self.source, self.name)
+    }
+}
+
+/// Vendor dates in a Java date pattern, local times in a zone; sentinels such as
+/// `0001-01-01T00:00:00` read as "no date".
+struct JavaDates {
+    format: datefmt::JavaDateFormat,
+    zone: datefmt::Zone,
+}
+
+impl DateParser for JavaDates {
+    fn parse(&self, value: &str) -> Result<Option<DateTime<Utc>>, String> {
+        self.format
+            .parse_optional(value, &self.zone)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -1,0 +1,122 @@
+//! The admin HTTP server (`admin.listen`, default `0.0.0.0:9464`): `/live` (200 while the
+//! process runs; checks nothing external), `/ready` (503 until the store is migrated and the
+//! sink connected, and while shutting down), `/metrics` (Prometheus text).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// Readiness latches; ready when the store and sink are up and no stop has begun.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    store: AtomicBool,
+    sink: AtomicBool,
+    stopping: AtomicBool,
+}
+
+impl Readiness {
+    /// The state store is open and migrated.
+    pub fn store_ready(&self) {
+        self.store.store(true, Ordering::SeqCst);
+    }
+    /// The sink is connected.
+    pub fn sink_ready(&self) {
+        self.sink.store(true, Ordering::SeqCst);
+    }
+    /// A stop has begun: readiness is withdrawn for good.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+    /// What keeps the process from being ready, if anything.
+    pub fn blocker(&self) -> Option<&'static str> {
+        if self.stopping.load(Ordering::SeqCst) {
+            Some("shutting down")
+        } else if !self.store.load(Ordering::SeqCst) {
+            Some("state store not ready")
+        } else if !self.sink.load(Ordering::SeqCst) {
+            Some("sink not connected")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+}
+
+async fn live() -> &'static str {
+    "live\n"
+}
+
+async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+    match s.ready.blocker() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+/// Binds the admin server; call [`AdminServer::serve`] to run it.
+pub struct AdminServer {
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+}
+
+impl AdminServer {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn bind(
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        ready: Arc<Readiness>,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        Ok(AdminServer {
+            listener,
+            state: AdminState { metrics, ready },
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop`.
+    pub async fn serve(self, stop: CancellationToken) {
+        let app = Router::new()
+            .route("/live", get(live))
+            .route("/ready", get(ready))
+            .route("/metrics", get(metrics))
+            .with_state(self.state);
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    }
+}

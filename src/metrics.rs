@@ -1,0 +1,294 @@
+//! Prometheus metrics, on an explicit registry passed to whoever records (no global state).
+//! Counters end in `_total`; labels are bounded (source, resource, event, topic, status — never
+//! a record id). Recorded per poll and per batch, not per record.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::poll::PollReport;
+
+/// Every metric pollbus exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Polls by outcome (`ok`, `error`, `paused`).
+    pub polls: IntCounterVec,
+    /// Records received from vendors.
+    pub records: IntCounterVec,
+    /// Records skipped as unreadable.
+    pub records_skipped: IntCounterVec,
+    /// Changes detected, by event type.
+    pub changes: IntCounterVec,
+    /// Updates that changed no tracked field.
+    pub noop_updates: IntCounterVec,
+    /// Duration of one poll.
+    pub poll_duration: HistogramVec,
+    /// Vendor HTTP requests by status (`0` = no response).
+    pub http_requests: IntCounterVec,
+    /// Waits imposed by vendor rate limits.
+    pub rate_limit_waits: IntCounterVec,
+    /// Seconds between now and the resource's cursor.
+    pub cursor_lag: IntGaugeVec,
+    /// Rows waiting in the outbox.
+    pub outbox_depth: IntGauge,
+    /// Age of the oldest outbox row, seconds.
+    pub outbox_oldest_age: IntGauge,
+    /// Messages acknowledged by the sink, by topic.
+    pub published: IntCounterVec,
+    /// Sink failures (transient, retried), by topic.
+    pub publish_failures: IntCounterVec,
+    /// Messages moved to the dead-letter table, by topic.
+    pub dead_lettered: IntCounterVec,
+    /// OAuth token requests that succeeded, by source.
+    pub token_refreshes: IntCounterVec,
+    /// Sink batch duration.
+    pub publish_duration: Histogram,
+    /// 1 while running.
+    pub up: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+impl Metrics {
+    /// A fresh registry with every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let sr = &["source", "resource"];
+        let polls = counter(
+            &registry,
+            "pollbus_polls_total",
+            "Polls by outcome.",
+            &["source", "resource", "outcome"],
+        );
+        let records = counter(
+            &registry,
+            "pollbus_records_total",
+            "Records received from vendors.",
+            sr,
+        );
+        let records_skipped = counter(
+            &registry,
+            "pollbus_records_skipped_total",
+            "Unreadable records skipped (missing id or date, bad date).",
+            sr,
+        );
+        let changes = counter(
+            &registry,
+            "pollbus_changes_total",
+            "Changes detected and written to the outbox.",
+            &["source", "resource", "event"],
+        );
+        let noop_updates = counter(
+            &registry,
+            "pollbus_noop_updates_total",
+            "Updates that changed no tracked field (no message).",
+            sr,
+        );
+        let poll_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pollbus_poll_duration_seconds",
+                "Duration of one poll of a resource.",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            sr,
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(poll_duration.clone()))
+            .expect("unique metric");
+        let http_requests = counter(
+            &registry,
+            "pollbus_http_requests_total",
+            "Vendor HTTP requests by status (0 = no response).",
+            &["source", "status"],
+        );
+        let rate_limit_waits = counter(
+            &registry,
+            "pollbus_rate_limit_waits_total",
+            "Waits imposed by vendor rate limits (Retry-After, X-RateLimit-Reset).",
+            &["source"],
+        );
+        let cursor_lag = IntGaugeVec::new(
+            Opts::new(
+                "pollbus_cursor_lag_seconds",
+                "Now minus the resource's cursor.",
+            ),
+            sr,
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(cursor_lag.clone()))
+            .expect("unique metric");
+        let outbox_depth = IntGauge::new("pollbus_outbox_depth", "Rows waiting in the outbox.")
+            .expect("valid metric");
+        registry
+            .register(Box::new(outbox_depth.clone()))
+            .expect("unique metric");
+        let outbox_oldest_age = IntGauge::new(
+            "pollbus_outbox_oldest_age_seconds",
+            "Age of the oldest outbox row.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(outbox_oldest_age.clone()))
+            .expect("unique metric");
+        let published = counter(
+            &registry,
+            "pollbus_messages_published_total",
+            "Messages acknowledged by the sink.",
+            &["topic"],
+        );
+        let publish_failures = counter(
+            &registry,
+            "pollbus_messages_failed_total",
+            "Messages whose send failed transiently (they stay in the outbox).",
+            &["topic"],
+        );
+        let dead_lettered = counter(
+            &registry,
+            "pollbus_messages_dead_lettered_total",
+            "Messages the sink rejected for good (moved to the dead-letter table).",
+            &["topic"],
+        );
+        let token_refreshes = counter(
+            &registry,
+            "pollbus_token_refreshes_total",
+            "OAuth tokens obtained.",
+            &["source"],
+        );
+        let publish_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "pollbus_publish_duration_seconds",
+                "Duration of one sink batch.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(publish_duration.clone()))
+            .expect("unique metric");
+        let up = IntGauge::new("pollbus_up", "1 while pollbus runs.").expect("valid metric");
+        registry
+            .register(Box::new(up.clone()))
+            .expect("unique metric");
+        up.set(1);
+        Metrics {
+            registry,
+            polls,
+            records,
+            records_skipped,
+            changes,
+            noop_updates,
+            poll_duration,
+            http_requests,
+            rate_limit_waits,
+            cursor_lag,
+            outbox_depth,
+            outbox_oldest_age,
+            published,
+            publish_failures,
+            dead_lettered,
+            token_refreshes,
+            publish_duration,
+            up,
+        }
+    }
+
+    /// Records one poll's report.
+    pub fn poll(&self, source: &str, resource: &str, report: &PollReport, seconds: f64) {
+        let l = &[source, resource];
+        let outcome = if report.paused { "paused" } else { "ok" };
+        self.polls
+            .with_label_values(&[source, resource, outcome])
+            .inc();
+        self.records.with_label_values(l).inc_by(report.records);
+        self.records_skipped
+            .with_label_values(l)
+            .inc_by(report.skipped);
+        self.noop_updates.with_label_values(l).inc_by(report.noop);
+        for (event, n) in [
+            ("create", report.created),
+            ("update", report.updated),
+            ("delete", report.deleted),
+        ] {
+            self.changes
+                .with_label_values(&[source, resource, event])
+                .inc_by(n);
+        }
+        self.poll_duration.with_label_values(l).observe(seconds);
+    }
+
+    /// Records a failed poll.
+    pub fn poll_failed(&self, source: &str, resource: &str, seconds: f64) {
+        self.polls
+            .with_label_values(&[source, resource, "error"])
+            .inc();
+        self.poll_duration
+            .with_label_values(&[source, resource])
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
+        String::from_utf8(out).expect("utf-8 exposition")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_total_suffix_and_bounded_labels() {
+        let m = Metrics::new();
+        let report = PollReport {
+            records: 5,
+            created: 2,
+            updated: 1,
+            ..Default::default()
+        };
+        m.poll("crm", "customers", &report, 0.2);
+        m.http_requests.with_label_values(&["crm", "200"]).inc();
+        let text = m.render();
+        assert!(
+            text.contains(
+                "pollbus_changes_total{event=\"create\",resource=\"customers\",source=\"crm\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("pollbus_records_total{resource=\"customers\",source=\"crm\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pollbus_http_requests_total{source=\"crm\",status=\"200\"} 1"),
+            "{text}"
+        );
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE") && l.ends_with("counter"))
+        {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(name.ends_with("_total"), "{name}");
+        }
+    }
+}
