@@ -1,15 +1,21 @@
 //! One store test suite, run against every backend, so all honour identical semantics.
 
+mod pg;
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use pollbus::contract::{Change, EventType, Message, MessageContext, TraceContext};
 use pollbus::detect::Snapshot;
-use pollbus::store::{PageCommit, ResourceKey, ResourceState, Store};
+use pollbus::store::fenced::FencedStore;
+use pollbus::store::postgres::PgStore;
+use pollbus::store::{
+    Fence, LeaseGrant, PageCommit, ResourceKey, ResourceState, Store, StoreError, StoreOptions,
+};
 use support::t;
 
 fn snapshot(updated: &str, city: &str) -> Snapshot {
@@ -207,6 +213,182 @@ async fn suite(store: Arc<dyn Store>) {
     let summaries = store.summaries().await.unwrap();
     assert_eq!(summaries.len(), 1, "only resources with state appear");
     assert_eq!((summaries[0].key.clone(), summaries[0].snapshots), (key, 1));
+
+    leases(store.clone()).await;
+    request_budget(store.clone()).await;
+}
+
+fn fence_of(grant: &LeaseGrant, resource: &str) -> Fence {
+    grant
+        .held
+        .iter()
+        .find(|l| l.key.resource == resource)
+        .unwrap_or_else(|| panic!("{resource} not held: {grant:?}"))
+        .fence
+        .clone()
+}
+
+fn held(grant: &LeaseGrant) -> Vec<&str> {
+    grant.held.iter().map(|l| l.key.resource.as_str()).collect()
+}
+
+/// A page that writes nothing but must pass the fence.
+fn fenced_page(fence: &Fence) -> PageCommit {
+    PageCommit {
+        at: at("2024-06-01T12:00:00Z"),
+        fence: Some(fence.clone()),
+        ..Default::default()
+    }
+}
+
+/// Leases: fair share, balancing, fencing tokens, takeover after expiry, release.
+async fn leases(store: Arc<dyn Store>) {
+    let keys: Vec<ResourceKey> = (0..4)
+        .map(|i| ResourceKey::new("crm", format!("r{i}")))
+        .collect();
+    let ttl = Duration::from_millis(1500);
+    let a = store.acquire_leases("a", &keys, ttl).await.unwrap();
+    assert_eq!((a.live_replicas, a.share), (1, 4));
+    assert_eq!(held(&a), ["r0", "r1", "r2", "r3"], "alone: every lease");
+    let a_r0 = fence_of(&a, "r0");
+    assert_eq!(a_r0.owner, "a");
+
+    let b = store.acquire_leases("b", &keys, ttl).await.unwrap();
+    assert_eq!((b.live_replicas, b.share), (2, 2));
+    assert!(held(&b).is_empty(), "live leases are not taken: {b:?}");
+    assert!(b.next_expiry.is_some_and(|d| d <= ttl), "{b:?}");
+
+    let a = store.acquire_leases("a", &keys, ttl).await.unwrap();
+    assert_eq!(held(&a), ["r0", "r1"], "above the share: released");
+    assert_eq!(fence_of(&a, "r0"), a_r0, "a renewal keeps the token");
+    let b = store.acquire_leases("b", &keys, ttl).await.unwrap();
+    assert_eq!(held(&b), ["r2", "r3"]);
+    let b_r2 = fence_of(&b, "r2");
+    let a_r2 = Fence {
+        owner: "a".into(),
+        token: b_r2.token - 1,
+    };
+    assert!(b_r2.token > 0);
+    let mut owners: Vec<(String, String)> = store
+        .leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.key.resource, l.fence.owner))
+        .collect();
+    owners.sort();
+    assert_eq!(
+        owners,
+        [("r0", "a"), ("r1", "a"), ("r2", "b"), ("r3", "b")]
+            .map(|(r, o)| (r.to_string(), o.to_string()))
+    );
+    assert_eq!(store.live_replicas().await.unwrap(), ["a", "b"]);
+
+    // Fencing: the holder writes; the previous holder of a lease cannot.
+    store
+        .commit_page(&keys[0], fenced_page(&a_r0))
+        .await
+        .unwrap();
+    store
+        .commit_page(&keys[2], fenced_page(&b_r2))
+        .await
+        .unwrap();
+    let err = store
+        .commit_page(&keys[2], fenced_page(&a_r2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::LeaseLost { resource, .. } if resource == "crm/r2"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("crm/r2"), "{err}");
+    let fenced = FencedStore::new(store.clone());
+    assert!(
+        matches!(
+            fenced.commit_page(&keys[0], PageCommit::default()).await,
+            Err(StoreError::LeaseLost { .. })
+        ),
+        "a fenced store without a lease writes nothing"
+    );
+    fenced.set_fence(Some(a_r0.clone()));
+    fenced
+        .commit_page(&keys[0], PageCommit::default())
+        .await
+        .unwrap();
+
+    // Both stop renewing (a is frozen); b comes back after expiry and takes everything over.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let err = store
+        .commit_page(&keys[0], fenced_page(&a_r0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseLost { .. }),
+        "expired: {err}"
+    );
+    let b = store.acquire_leases("b", &keys, ttl).await.unwrap();
+    assert_eq!((b.live_replicas, b.share), (1, 4));
+    assert_eq!(held(&b), ["r0", "r1", "r2", "r3"]);
+    assert!(
+        fence_of(&b, "r0").token > a_r0.token,
+        "a takeover bumps the token"
+    );
+    assert!(
+        fence_of(&b, "r2").token > b_r2.token,
+        "b's own expired lease is taken again with a new token"
+    );
+    let err = store
+        .commit_page(&keys[0], fenced_page(&a_r0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseLost { .. }),
+        "taken over: {err}"
+    );
+
+    // The frozen replica wakes up: it gets nothing while b is alive and holds every lease.
+    let a = store.acquire_leases("a", &keys, ttl).await.unwrap();
+    assert!(held(&a).is_empty(), "{a:?}");
+    // b stops gracefully: a takes over at once.
+    store.release_leases("b", None).await.unwrap();
+    let a = store.acquire_leases("a", &keys, ttl).await.unwrap();
+    assert_eq!(held(&a), ["r0", "r1", "r2", "r3"]);
+    assert_eq!(store.live_replicas().await.unwrap(), ["a"]);
+    store.release_leases("a", Some(&keys[..1])).await.unwrap();
+    let a = store.acquire_leases("a", &keys[1..], ttl).await.unwrap();
+    assert_eq!(held(&a), ["r1", "r2", "r3"]);
+    store.release_leases("a", None).await.unwrap();
+    assert!(store.leases().await.unwrap().is_empty());
+    assert!(store.live_replicas().await.unwrap().is_empty());
+}
+
+/// The shared request budget: per source, per clock hour.
+async fn request_budget(store: Arc<dyn Store>) {
+    assert_eq!(store.take_request_budget("crm", 3, 5).await.unwrap(), None);
+    assert_eq!(store.take_request_budget("crm", 2, 5).await.unwrap(), None);
+    let wait = store.take_request_budget("crm", 1, 5).await.unwrap();
+    assert!(
+        wait.is_some_and(|w| w <= Duration::from_secs(3600)),
+        "used up: {wait:?}"
+    );
+    assert!(
+        store
+            .take_request_budget("crm", 1, 5)
+            .await
+            .unwrap()
+            .is_some(),
+        "nothing taken by a refusal"
+    );
+    assert_eq!(
+        store.take_request_budget("hr", 7, 5).await.unwrap(),
+        None,
+        "another source; a request larger than the budget goes alone in an untouched hour"
+    );
+    assert!(store
+        .take_request_budget("hr", 1, 5)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 #[tokio::test]
@@ -218,4 +400,222 @@ async fn sqlite_store_passes_the_suite() {
     // Reopening migrates nothing twice and keeps the data.
     let store = pollbus::store::open(&url).await.unwrap();
     assert_eq!(store.outbox_stats().await.unwrap().depth, 2);
+}
+
+#[tokio::test]
+async fn postgres_store_passes_the_suite() {
+    let db = pg::TestDb::create().await;
+    let store = pollbus::store::open(&db.url).await.unwrap();
+    suite(store).await;
+    // Reopening migrates nothing twice and keeps the data.
+    let store = pollbus::store::open(&db.url).await.unwrap();
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 2);
+}
+
+fn keyed(id: &str, version: &str) -> Message {
+    let mut m = message("customer", id);
+    m.message_id = format!("{id}@{version}");
+    m
+}
+
+async fn pg_store(url: &str, replica: &str, claim_timeout: Duration) -> Arc<PgStore> {
+    let options = StoreOptions {
+        replica_id: replica.into(),
+        claim_timeout,
+    };
+    Arc::new(PgStore::open(url, &options).await.unwrap())
+}
+
+fn bodies(rows: &[pollbus::store::OutboxRow]) -> Vec<String> {
+    rows.iter().map(|r| r.message.message_id.clone()).collect()
+}
+
+#[tokio::test]
+async fn postgres_outbox_claims_keep_partition_key_order_and_expire() {
+    let db = pg::TestDb::create().await;
+    let timeout = Duration::from_secs(1);
+    let a = pg_store(&db.url, "a", timeout).await;
+    let b = pg_store(&db.url, "b", timeout).await;
+    let key = ResourceKey::new("crm", "customers");
+    // Ids 1 and 2 are two partition keys; 1 changes twice.
+    a.commit_page(
+        &key,
+        PageCommit {
+            at: at("2024-06-01T12:00:00Z"),
+            messages: vec![
+                keyed("1", "v1"),
+                keyed("2", "v1"),
+                keyed("1", "v2"),
+                keyed("3", "v1"),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_ne!(keyed("1", "v1").session_id, keyed("2", "v1").session_id);
+
+    let mine = a.outbox_next(1).await.unwrap();
+    assert_eq!(bodies(&mine), ["1@v1"]);
+    let theirs = b.outbox_next(10).await.unwrap();
+    assert_eq!(
+        bodies(&theirs),
+        ["2@v1", "3@v1"],
+        "1@v2 waits while 1@v1 is claimed by a"
+    );
+    assert!(b
+        .outbox_next(10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.message.body.id != "1"));
+    b.outbox_ack(&theirs.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .await
+        .unwrap();
+
+    // a crashes without acknowledging: after the claim timeout b takes the key, in order.
+    drop(a);
+    assert!(b.outbox_next(10).await.unwrap().is_empty());
+    tokio::time::sleep(timeout + Duration::from_millis(200)).await;
+    let reclaimed = b.outbox_next(10).await.unwrap();
+    assert_eq!(bodies(&reclaimed), ["1@v1", "1@v2"]);
+    // A transient failure releases the claim at once.
+    b.outbox_failed(&[reclaimed[0].seq, reclaimed[1].seq], "busy")
+        .await
+        .unwrap();
+    let c = pg_store(&db.url, "c", timeout).await;
+    let rows = c.outbox_next(10).await.unwrap();
+    assert_eq!(bodies(&rows), ["1@v1", "1@v2"]);
+    assert_eq!(rows[0].attempts, 1);
+}
+
+#[tokio::test]
+async fn postgres_concurrent_claimers_publish_each_key_in_order() {
+    let db = pg::TestDb::create().await;
+    let writer = pg_store(&db.url, "writer", Duration::from_secs(30)).await;
+    let key = ResourceKey::new("crm", "customers");
+    let mut messages = Vec::new();
+    for version in 0..40 {
+        for id in ["1", "2", "3", "4", "5"] {
+            messages.push(keyed(id, &format!("{version:03}")));
+        }
+    }
+    writer
+        .commit_page(
+            &key,
+            PageCommit {
+                at: at("2024-06-01T12:00:00Z"),
+                messages,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let published = Arc::new(std::sync::Mutex::new(Vec::<(String, i64)>::new()));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let store = pg_store(&db.url, &format!("claimer-{i}"), Duration::from_secs(30)).await;
+        let published = published.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut idle = 0;
+            while idle < 20 {
+                let rows = store.outbox_next(3).await.unwrap();
+                if rows.is_empty() {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                idle = 0;
+                {
+                    let mut log = published.lock().unwrap();
+                    for r in &rows {
+                        log.push((r.message.session_id.clone(), r.seq));
+                    }
+                }
+                tokio::task::yield_now().await;
+                store
+                    .outbox_ack(&rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let log = published.lock().unwrap().clone();
+    assert_eq!(log.len(), 200, "every row published exactly once");
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    for (key, seq) in log {
+        let prev = last.insert(key.clone(), seq);
+        assert!(
+            prev.is_none_or(|p| p < seq),
+            "key {key}: seq {seq} published after {prev:?}"
+        );
+    }
+    assert_eq!(writer.outbox_stats().await.unwrap().depth, 0);
+}
+
+#[tokio::test]
+async fn postgres_migrations_from_several_pools_at_once_run_once() {
+    let db = pg::TestDb::create().await;
+    let opened = futures::future::join_all((0..3).map(|i| {
+        pg_store(
+            &db.url,
+            Box::leak(format!("r{i}").into_boxed_str()),
+            Duration::from_secs(5),
+        )
+    }))
+    .await;
+    assert_eq!(opened.len(), 3);
+    let mut conn = db.connect().await;
+    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let files = std::fs::read_dir("migrations/postgres").unwrap().count() as i64;
+    assert_eq!(migrations, files);
+    let meta: i64 = sqlx::query_scalar("SELECT count(*) FROM pollbus_meta")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(meta, 1);
+    // Each works.
+    for store in &opened {
+        assert_eq!(store.outbox_stats().await.unwrap().depth, 0);
+    }
+}
+
+#[tokio::test]
+async fn postgres_refuses_a_database_of_another_application() {
+    let db = pg::TestDb::create().await;
+    let mut conn = db.connect().await;
+    sqlx::query("CREATE TABLE invoices (id int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = match pollbus::store::open(&db.url).await {
+        Ok(_) => panic!("a foreign database was accepted"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, StoreError::NotPollbus { .. }), "{err}");
+    assert!(err.to_string().contains("invoices"), "{err}");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(tables, ["invoices"], "nothing was changed");
+}
+
+#[tokio::test]
+async fn postgres_errors_never_show_the_password() {
+    let err = match pollbus::store::open("postgres://pollbus:s3cr3t-pw@127.0.0.1:1/state").await {
+        Ok(_) => panic!("nothing listens on port 1"),
+        Err(e) => e,
+    };
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("s3cr3t-pw"), "{text}");
+    assert!(text.contains("127.0.0.1:1/state"), "{text}");
 }

@@ -6,10 +6,14 @@
 //! point either redoes a page (same deterministic message ids) or resends outbox rows the sink
 //! never acknowledged.
 
+pub mod fenced;
+pub mod lease;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -69,6 +73,44 @@ pub struct PageCommit {
     pub messages: Vec<Message>,
     /// The resource's new state, when it moves.
     pub state: Option<ResourceState>,
+    /// When set, the page is written only if this lease is still held (checked in the same
+    /// transaction); otherwise [`StoreError::LeaseLost`] and nothing is written.
+    pub fence: Option<Fence>,
+}
+
+/// Proof that a writer holds a resource's lease: its owner and fencing token. Every takeover
+/// increments the token, so a writer that lost its lease can never write again with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The replica holding the lease.
+    pub owner: String,
+    /// The fencing token (grows with every takeover).
+    pub token: i64,
+}
+
+/// A resource's lease as held by a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The resource.
+    pub key: ResourceKey,
+    /// Owner and fencing token.
+    pub fence: Fence,
+    /// When the lease ends unless renewed (the database's clock).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What [`Store::acquire_leases`] granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// Leases the replica holds now (renewed or newly taken), ordered by key.
+    pub held: Vec<Lease>,
+    /// Live replicas, this one included.
+    pub live_replicas: usize,
+    /// The fair share: at most this many leases are held while other replicas are alive.
+    pub share: usize,
+    /// How soon the earliest lease held by another replica expires, when one does; a replica
+    /// may come back then to take it over.
+    pub next_expiry: Option<Duration>,
 }
 
 /// An outbox row waiting for the sink.
@@ -145,6 +187,31 @@ pub enum StoreError {
         /// The cause.
         #[source]
         source: sqlx::Error,
+    },
+    /// PostgreSQL refused a statement; `sqlstate` says why (e.g. `40P01` deadlock, `08006`
+    /// connection failure, `53300` too many connections).
+    #[error("state store {operation} failed (sqlstate {sqlstate}{}): {source}", if *.transient { ", transient" } else { "" })]
+    Database {
+        /// What was being done.
+        operation: &'static str,
+        /// PostgreSQL's error code.
+        sqlstate: String,
+        /// Whether retrying later may succeed (serialization, connection, resources).
+        transient: bool,
+        /// The cause.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The page was not written: the replica no longer holds the resource's lease (it expired
+    /// or another replica took it over).
+    #[error("lease on {resource} is no longer held by replica {owner} (token {token}); page not written")]
+    LeaseLost {
+        /// The resource (`source/resource`).
+        resource: String,
+        /// The replica that tried to write.
+        owner: String,
+        /// The fencing token it presented.
+        token: i64,
     },
     /// A stored value could not be decoded.
     #[error("state store holds an unreadable {what}: {detail}")]
@@ -226,18 +293,119 @@ pub trait Store: Send + Sync {
 
     /// Every resource with its state and snapshot count.
     async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError>;
+
+    /// Announces `replica` as alive for `ttl`, then renews the leases it holds among `keys`,
+    /// releases those above its fair share (ceil(keys / live replicas)) and takes free or
+    /// expired ones up to that share. One transaction; a takeover increments the fencing token.
+    async fn acquire_leases(
+        &self,
+        replica: &str,
+        keys: &[ResourceKey],
+        ttl: Duration,
+    ) -> Result<LeaseGrant, StoreError>;
+
+    /// Gives up `replica`'s leases (all, or those of `keys`) so others may take them at once;
+    /// releasing all also withdraws the replica from the live set.
+    async fn release_leases(
+        &self,
+        replica: &str,
+        keys: Option<&[ResourceKey]>,
+    ) -> Result<(), StoreError>;
+
+    /// Every lease row with its owner, live or not (for tests and `state show`).
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+
+    /// Replicas whose heartbeat has not expired, sorted.
+    async fn live_replicas(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Takes `n` requests from `source`'s budget of `per_hour` requests per clock hour, shared
+    /// by every replica. `None`: granted. `Some(wait)`: the budget is used up; nothing was
+    /// taken, and the hour ends after `wait`.
+    async fn take_request_budget(
+        &self,
+        source: &str,
+        n: u32,
+        per_hour: u32,
+    ) -> Result<Option<Duration>, StoreError>;
+}
+
+/// How a store is opened (besides its URL).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// This replica's id: the claimer of outbox rows it publishes (PostgreSQL).
+    pub replica_id: String,
+    /// How long claimed outbox rows stay with their claimer before another replica may
+    /// reclaim them (PostgreSQL).
+    pub claim_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            replica_id: default_replica_id(),
+            claim_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `POD_NAME`, `HOSTNAME` or the host name, plus a random suffix, so a restarted replica never
+/// takes over its predecessor's identity while its leases or claims are still live.
+pub fn default_replica_id() -> String {
+    let base = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().chars().take(100).collect::<String>())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "pollbus".to_string());
+    format!("{base}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+/// Opens the store at `url` (`sqlite:…` or `postgres://…`), migrating it, with default
+/// [`StoreOptions`].
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, &StoreOptions::default()).await
 }
 
 /// Opens the store at `url` (`sqlite:…` or `postgres://…`), migrating it.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url, options).await?))
     } else {
         Err(StoreError::NotPollbus {
             location: url.split(':').next().unwrap_or_default().to_string(),
-            detail: "only sqlite state stores are available in this build".into(),
+            detail: "the url must start with sqlite: or postgres://".into(),
         })
     }
+}
+
+/// The [`StoreError::LeaseLost`] for `key` and `fence`.
+pub(crate) fn lease_lost(key: &ResourceKey, fence: &Fence) -> StoreError {
+    StoreError::LeaseLost {
+        resource: key.to_string(),
+        owner: fence.owner.clone(),
+        token: fence.token,
+    }
+}
+
+/// One hour in nanoseconds.
+pub(crate) const HOUR_NANOS: i64 = 3_600_000_000_000;
+
+/// The start of the clock hour holding `now` (nanoseconds).
+pub(crate) fn budget_window(now: i64) -> i64 {
+    now - now.rem_euclid(HOUR_NANOS)
+}
+
+/// How long from `now` until the window that started at `window` ends.
+pub(crate) fn budget_wait(window: i64, now: i64) -> Duration {
+    Duration::from_nanos((window + HOUR_NANOS - now).max(0) as u64)
+}
+
+/// The fair share of `resources` among `replicas`: ceil(resources / replicas).
+pub fn fair_share(resources: usize, replicas: usize) -> usize {
+    resources.div_ceil(replicas.max(1))
 }
 
 /// Nanoseconds since the epoch, the stores' time representation.
@@ -248,4 +416,113 @@ pub(crate) fn to_nanos(t: DateTime<Utc>) -> i64 {
 /// The inverse of [`to_nanos`].
 pub(crate) fn from_nanos(n: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(n)
+}
+
+/// A lease row as read inside [`Store::acquire_leases`]'s transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseRow {
+    pub key: ResourceKey,
+    pub owner: Option<String>,
+    pub token: i64,
+    pub expires_at: i64,
+}
+
+/// What a replica does with the lease rows of its resources.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct LeasePlan {
+    /// Held and kept: extend.
+    pub renew: Vec<ResourceKey>,
+    /// Held above the fair share: give up.
+    pub release: Vec<ResourceKey>,
+    /// Free or expired: take over (token + 1).
+    pub take: Vec<ResourceKey>,
+    /// Nanoseconds until the earliest lease of another replica expires.
+    pub next_expiry: Option<i64>,
+}
+
+/// Decides renewals, releases and takeovers (pure; both backends use it). `rows` are the lease
+/// rows of the replica's resources, `now` the database's time in nanoseconds.
+pub(crate) fn plan_leases(rows: &[LeaseRow], me: &str, share: usize, now: i64) -> LeasePlan {
+    let mut rows: Vec<&LeaseRow> = rows.iter().collect();
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    let live = |r: &LeaseRow| r.owner.is_some() && r.expires_at > now;
+    let mut plan = LeasePlan::default();
+    for r in rows
+        .iter()
+        .filter(|r| live(r) && r.owner.as_deref() == Some(me))
+    {
+        if plan.renew.len() < share {
+            plan.renew.push(r.key.clone());
+        } else {
+            plan.release.push(r.key.clone());
+        }
+    }
+    for r in rows.iter().filter(|r| !live(r)) {
+        if plan.renew.len() + plan.take.len() >= share {
+            break;
+        }
+        plan.take.push(r.key.clone());
+    }
+    plan.next_expiry = rows
+        .iter()
+        .filter(|r| live(r) && r.owner.as_deref() != Some(me))
+        .map(|r| r.expires_at - now)
+        .min();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(resource: &str, owner: Option<&str>, expires_at: i64) -> LeaseRow {
+        LeaseRow {
+            key: ResourceKey::new("s", resource),
+            owner: owner.map(str::to_string),
+            token: 1,
+            expires_at,
+        }
+    }
+
+    fn names(keys: &[ResourceKey]) -> Vec<&str> {
+        keys.iter().map(|k| k.resource.as_str()).collect()
+    }
+
+    #[test]
+    fn plan_keeps_the_share_and_takes_only_dead_leases() {
+        let rows = [
+            row("a", Some("me"), 100),
+            row("b", Some("me"), 100),
+            row("c", Some("me"), 100),
+            row("d", Some("other"), 70),
+            row("e", Some("other"), 5), // expired
+            row("f", None, 0),
+        ];
+        let plan = plan_leases(&rows, "me", 2, 10);
+        assert_eq!(names(&plan.renew), ["a", "b"]);
+        assert_eq!(names(&plan.release), ["c"]);
+        assert!(plan.take.is_empty());
+        assert_eq!(plan.next_expiry, Some(60));
+
+        let plan = plan_leases(&rows, "me", 5, 10);
+        assert_eq!(names(&plan.renew), ["a", "b", "c"]);
+        assert_eq!(names(&plan.take), ["e", "f"]);
+        let plan = plan_leases(&rows, "me", 4, 10);
+        assert_eq!(names(&plan.take), ["e"]);
+    }
+
+    #[test]
+    fn my_expired_lease_is_a_takeover_not_a_renewal() {
+        let plan = plan_leases(&[row("a", Some("me"), 5)], "me", 1, 10);
+        assert!(plan.renew.is_empty());
+        assert_eq!(names(&plan.take), ["a"]);
+    }
+
+    #[test]
+    fn fair_share_rounds_up() {
+        assert_eq!(fair_share(12, 3), 4);
+        assert_eq!(fair_share(12, 5), 3);
+        assert_eq!(fair_share(12, 0), 12);
+        assert_eq!(fair_share(0, 2), 0);
+    }
 }

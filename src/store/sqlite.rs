@@ -178,6 +178,25 @@ impl Store for SqliteStore {
 
     async fn commit_page(&self, key: &ResourceKey, page: PageCommit) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(query_err("begin page"))?;
+        if let Some(fence) = &page.fence {
+            // A write first, so this transaction holds SQLite's write lock from here on.
+            let held = sqlx::query(
+                "UPDATE leases SET token = token WHERE source = ? AND resource = ? \
+                 AND owner = ? AND token = ? AND expires_at > ?",
+            )
+            .bind(&key.source)
+            .bind(&key.resource)
+            .bind(&fence.owner)
+            .bind(fence.token)
+            .bind(now_nanos())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("check lease"))?
+            .rows_affected();
+            if held == 0 {
+                return Err(lease_lost(key, fence));
+            }
+        }
         let now = to_nanos(page.at);
         if !page.snapshots.is_empty() {
             let rows: Vec<(&str, i64, String)> = page
@@ -478,4 +497,226 @@ impl Store for SqliteStore {
             })
             .collect())
     }
+
+    async fn acquire_leases(
+        &self,
+        replica: &str,
+        keys: &[ResourceKey],
+        ttl: Duration,
+    ) -> Result<LeaseGrant, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_err("begin leases"))?;
+        let now = now_nanos();
+        let until = now.saturating_add(ttl.as_nanos().min(i64::MAX as u128) as i64);
+        sqlx::query(
+            "INSERT INTO replicas (id, expires_at) VALUES (?, ?) \
+             ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(replica)
+        .bind(until)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("write heartbeat"))?;
+        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM replicas WHERE expires_at > ?")
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(query_err("count replicas"))?;
+        let key_json = keys_json(keys);
+        sqlx::query(
+            "INSERT INTO leases (source, resource) \
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?) \
+             WHERE true ON CONFLICT (source, resource) DO NOTHING",
+        )
+        .bind(&key_json)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("create leases"))?;
+        let rows = sqlx::query(
+            "SELECT source, resource, owner, token, expires_at FROM leases \
+             WHERE (source, resource) IN \
+               (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+        )
+        .bind(&key_json)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_err("read leases"))?;
+        let rows: Vec<LeaseRow> = rows
+            .iter()
+            .map(|r| LeaseRow {
+                key: ResourceKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
+                owner: r.get(2),
+                token: r.get(3),
+                expires_at: r.get(4),
+            })
+            .collect();
+        let share = fair_share(keys.len(), live as usize);
+        let plan = plan_leases(&rows, replica, share, now);
+        for (keys, sql) in [
+            (
+                &plan.renew,
+                "UPDATE leases SET expires_at = ?1 WHERE owner = ?2 AND (source, resource) IN \
+                 (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?3))",
+            ),
+            (
+                &plan.release,
+                "UPDATE leases SET owner = NULL, expires_at = 0 WHERE owner = ?2 AND ?1 IS NOT NULL \
+                 AND (source, resource) IN \
+                 (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?3))",
+            ),
+            (
+                &plan.take,
+                "UPDATE leases SET owner = ?2, token = token + 1, expires_at = ?1 WHERE (source, resource) IN \
+                 (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?3))",
+            ),
+        ] {
+            if keys.is_empty() {
+                continue;
+            }
+            sqlx::query(sql)
+                .bind(until)
+                .bind(replica)
+                .bind(keys_json(keys))
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("write leases"))?;
+        }
+        let held = self.held(&mut tx, replica, keys, now).await?;
+        tx.commit().await.map_err(query_err("commit leases"))?;
+        Ok(LeaseGrant {
+            held,
+            live_replicas: live as usize,
+            share,
+            next_expiry: plan
+                .next_expiry
+                .map(|n| Duration::from_nanos(n.max(0) as u64)),
+        })
+    }
+
+    async fn release_leases(
+        &self,
+        replica: &str,
+        keys: Option<&[ResourceKey]>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_err("begin release"))?;
+        sqlx::query(
+            "UPDATE leases SET owner = NULL, expires_at = 0 WHERE owner = ?1 AND (?2 IS NULL OR \
+             (source, resource) IN \
+             (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2)))",
+        )
+        .bind(replica)
+        .bind(keys.map(keys_json))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("release leases"))?;
+        if keys.is_none() {
+            sqlx::query("DELETE FROM replicas WHERE id = ?")
+                .bind(replica)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("withdraw replica"))?;
+        }
+        tx.commit().await.map_err(query_err("commit release"))
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT source, resource, owner, token, expires_at FROM leases \
+             WHERE owner IS NOT NULL ORDER BY source, resource",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("read leases"))?;
+        Ok(rows.iter().map(lease_from).collect())
+    }
+
+    async fn live_replicas(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM replicas WHERE expires_at > ? ORDER BY id")
+            .bind(now_nanos())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("read replicas"))
+    }
+
+    async fn take_request_budget(
+        &self,
+        source: &str,
+        n: u32,
+        per_hour: u32,
+    ) -> Result<Option<Duration>, StoreError> {
+        let now = now_nanos();
+        let window = budget_window(now);
+        let mut tx = self.pool.begin().await.map_err(query_err("begin budget"))?;
+        sqlx::query("DELETE FROM request_budget WHERE source = ? AND window_start < ?")
+            .bind(source)
+            .bind(window)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("trim request budget"))?;
+        // Granted when it fits, or when the window is untouched (a request larger than the
+        // whole budget then goes alone instead of never).
+        let granted = sqlx::query(
+            "INSERT INTO request_budget (source, window_start, used) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (source, window_start) DO UPDATE SET used = used + excluded.used \
+             WHERE used + excluded.used <= ?4",
+        )
+        .bind(source)
+        .bind(window)
+        .bind(i64::from(n))
+        .bind(i64::from(per_hour))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("take request budget"))?
+        .rows_affected();
+        tx.commit()
+            .await
+            .map_err(query_err("commit request budget"))?;
+        Ok((granted == 0).then(|| budget_wait(window, now)))
+    }
+}
+
+impl SqliteStore {
+    async fn held(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        replica: &str,
+        keys: &[ResourceKey],
+        now: i64,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT source, resource, owner, token, expires_at FROM leases \
+             WHERE owner = ? AND expires_at > ? AND (source, resource) IN \
+               (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)) \
+             ORDER BY source, resource",
+        )
+        .bind(replica)
+        .bind(now)
+        .bind(keys_json(keys))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_err("read held leases"))?;
+        Ok(rows.iter().map(lease_from).collect())
+    }
+}
+
+fn lease_from(r: &sqlx::sqlite::SqliteRow) -> Lease {
+    Lease {
+        key: ResourceKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
+        fence: Fence {
+            owner: r.get::<Option<String>, _>(2).unwrap_or_default(),
+            token: r.get(3),
+        },
+        expires_at: from_nanos(r.get(4)),
+    }
+}
+
+fn keys_json(keys: &[ResourceKey]) -> String {
+    let pairs: Vec<[&str; 2]> = keys
+        .iter()
+        .map(|k| [k.source.as_str(), k.resource.as_str()])
+        .collect();
+    serde_json::to_string(&pairs).expect("strings serialize")
 }
