@@ -5,6 +5,10 @@
 //! in flight and end → the publisher flushes the outbox within what is left of
 //! `shutdown_grace`. Every page is one transaction, so even an abrupt exit leaves consistent
 //! state.
+//!
+//! Leases: a resource task polls only while this replica holds the resource's lease (see
+//! [`crate::store::lease`]), and writes every page under that lease's fence, so a replica that
+//! lost it (paused, partitioned) cannot write. With SQLite this replica holds every lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::outbox::Publisher;
 use crate::poll::{PollError, PollReport, Poller};
 use crate::sink::Sink;
-use crate::source::{self, Resource, SourceContext};
-use crate::store::{self, Store};
+use crate::source::{self, Resource, Source, SourceContext};
+use crate::store::fenced::FencedStore;
+use crate::store::lease::LeaseKeeper;
+use crate::store::{self, ResourceKey, Store, StoreOptions};
 
 /// Why pollbus could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,19 +47,38 @@ pub enum StartError {
     UnknownResource(String),
 }
 
+/// Builds a source from its configuration ([`source::build`], or scripted sources in tests).
+pub type SourceBuilder =
+    dyn Fn(&SourceConfig, &SourceContext) -> Result<Arc<dyn Source>, source::BuildError>;
+
+/// A poller and the fenced store its pages are written through.
+type FencedPoller = (Arc<Poller>, Arc<FencedStore>);
+
 /// A configured, connected pollbus.
 pub struct App {
     config: Config,
     store: Arc<dyn Store>,
     sink: Arc<dyn Sink>,
     pollers: Vec<Arc<Poller>>,
+    /// Each poller's store, fenced by the lease held when its poll starts (same order).
+    fenced: Vec<Arc<FencedStore>>,
+    leases: Arc<LeaseKeeper>,
     wake: Arc<Notify>,
 }
 
 impl App {
     /// Opens the store, builds the sink and every source.
-    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
-        let store = store::open(config.state.url.expose()).await?;
+    pub async fn start(mut config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
+        let replica_id = config
+            .cluster
+            .replica_id
+            .get_or_insert_with(store::default_replica_id)
+            .clone();
+        let options = StoreOptions {
+            replica_id,
+            claim_timeout: config.cluster.claim_timeout,
+        };
+        let store = store::open_with(config.state.url.expose(), &options).await?;
         let sink = crate::sink::build(&config.sink).await?;
         Self::with_parts(config, store, sink, clock)
     }
@@ -65,19 +90,34 @@ impl App {
         sink: Arc<dyn Sink>,
         clock: Arc<dyn Clock>,
     ) -> Result<App, StartError> {
+        Self::with_sources(config, store, sink, clock, &source::build)
+    }
+
+    /// Builds an app whose sources come from `build` (tests pass scripted sources). The
+    /// replica id is `cluster.replica_id`, or a generated one.
+    pub fn with_sources(
+        config: Config,
+        store: Arc<dyn Store>,
+        sink: Arc<dyn Sink>,
+        clock: Arc<dyn Clock>,
+        build: &SourceBuilder,
+    ) -> Result<App, StartError> {
         let wake = Arc::new(Notify::new());
         let ctx = SourceContext {
             clock: clock.clone(),
             store: store.clone(),
         };
         let mut pollers = Vec::new();
+        let mut fenced = Vec::new();
         for source_config in &config.sources {
-            let source = source::build(source_config, &ctx)?;
+            let source = build(source_config, &ctx)?;
             for r in &source_config.resources {
+                let fenced_store = Arc::new(FencedStore::new(store.clone()));
+                fenced.push(fenced_store.clone());
                 pollers.push(Arc::new(Poller {
                     source: source.clone(),
                     resource: Arc::new(Resource::build(source_config, r)),
-                    store: store.clone(),
+                    store: fenced_store,
                     clock: clock.clone(),
                     topic_prefix: config.sink.topic_prefix().to_string(),
                     wake: wake.clone(),
@@ -85,13 +125,35 @@ impl App {
                 }));
             }
         }
+        let keys: Vec<ResourceKey> = pollers
+            .iter()
+            .map(|p| ResourceKey::new(&p.resource.source, &p.resource.name))
+            .collect();
+        let replica = config
+            .cluster
+            .replica_id
+            .clone()
+            .unwrap_or_else(store::default_replica_id);
+        let leases = Arc::new(LeaseKeeper::new(
+            store.clone(),
+            replica,
+            keys,
+            config.cluster.lease_ttl,
+        ));
         Ok(App {
             config,
             store,
             sink,
             pollers,
+            fenced,
+            leases,
             wake,
         })
+    }
+
+    /// This replica's leases.
+    pub fn leases(&self) -> &Arc<LeaseKeeper> {
+        &self.leases
     }
 
     /// The state store.
@@ -107,16 +169,17 @@ impl App {
         )
     }
 
-    fn selected(&self, filter: Option<&str>) -> Result<Vec<Arc<Poller>>, StartError> {
-        let Some(filter) = filter else {
-            return Ok(self.pollers.clone());
-        };
+    fn selected(&self, filter: Option<&str>) -> Result<Vec<FencedPoller>, StartError> {
         let chosen: Vec<_> = self
             .pollers
             .iter()
-            .filter(|p| p.resource.name == filter || p.resource.key() == filter)
-            .cloned()
+            .zip(&self.fenced)
+            .filter(|(p, _)| filter.is_none_or(|f| p.resource.name == f || p.resource.key() == f))
+            .map(|(p, f)| (p.clone(), f.clone()))
             .collect();
+        let Some(filter) = filter else {
+            return Ok(chosen);
+        };
         if chosen.is_empty() {
             return Err(StartError::UnknownResource(filter.to_string()));
         }
@@ -153,12 +216,28 @@ impl App {
         let stop = CancellationToken::new();
         let mut total = PollReport::default();
         let mut errors = Vec::new();
-        for poller in self.selected(filter)? {
-            match poll_logged(&poller, &stop).await {
+        let selected = self.selected(filter)?;
+        self.leases.tick().await?;
+        for (poller, fenced) in selected {
+            let key = ResourceKey::new(&poller.resource.source, &poller.resource.name);
+            let Some(fence) = self.leases.fence(&key) else {
+                tracing::warn!(resource = %key, "another replica holds this resource's lease; skipped");
+                errors.push(PollError::Store(store::StoreError::LeaseLost {
+                    resource: key.to_string(),
+                    owner: self.leases.replica().to_string(),
+                    token: 0,
+                }));
+                continue;
+            };
+            fenced.set_fence(Some(fence));
+            let result = poll_logged(&poller, &stop).await;
+            fenced.set_fence(None);
+            match result {
                 Ok(report) => total.add(&report),
                 Err(e) => errors.push(e),
             }
         }
+        self.leases.release().await;
         let left = self.publisher().flush(self.config.shutdown_grace).await?;
         Ok((total, errors, left))
     }
@@ -168,11 +247,24 @@ impl App {
         let polls_stop = stop.child_token();
         let publisher_stop = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
-        for poller in &self.pollers {
+        if let Err(e) = self.leases.tick().await {
+            tracing::warn!(error = %e, "cannot take leases yet; retrying");
+        }
+        let leases_stop = CancellationToken::new();
+        let lease_task = {
+            let leases = self.leases.clone();
+            let stop = leases_stop.clone();
+            tokio::spawn(async move { leases.run(stop).await })
+        };
+        for (poller, fenced) in self.pollers.iter().zip(&self.fenced) {
             let poller = poller.clone();
+            let lease = LeaseSlot {
+                fenced: fenced.clone(),
+                leases: self.leases.clone(),
+            };
             let stop = polls_stop.clone();
             let interval = poller_interval(&self.config, &poller);
-            tasks.spawn(async move { resource_loop(poller, interval, stop).await });
+            tasks.spawn(async move { resource_loop(poller, lease, interval, stop).await });
         }
         let publisher = Arc::new(self.publisher());
         let publisher_task = {
@@ -197,6 +289,9 @@ impl App {
             tracing::warn!("pages still in flight at the end of the grace period; abandoning them (their cursor did not move)");
             tasks.abort_all();
         }
+        leases_stop.cancel();
+        let _ = lease_task.await;
+        self.leases.release().await;
         publisher_stop.cancel();
         let _ = publisher_task.await;
         let left = publisher
@@ -249,13 +344,34 @@ async fn poll_logged(poller: &Poller, stop: &CancellationToken) -> Result<PollRe
     .await
 }
 
+/// A resource task's view of its lease.
+struct LeaseSlot {
+    fenced: Arc<FencedStore>,
+    leases: Arc<LeaseKeeper>,
+}
+
+/// Polls while this replica holds the resource's lease (under that lease's fence); otherwise
+/// waits until the lease keeper gains it.
 async fn resource_loop(
     poller: Arc<Poller>,
+    lease: LeaseSlot,
     (interval, jitter): (Duration, Duration),
     stop: CancellationToken,
 ) {
+    let key = ResourceKey::new(&poller.resource.source, &poller.resource.name);
+    let mut held = lease.leases.subscribe();
     loop {
+        let fence = held.borrow_and_update().get(&key).cloned();
+        let Some(fence) = fence else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = held.changed() => if changed.is_err() { return },
+            }
+            continue;
+        };
+        lease.fenced.set_fence(Some(fence));
         let _ = poll_logged(&poller, &stop).await;
+        lease.fenced.set_fence(None);
         let extra = if jitter.is_zero() {
             Duration::ZERO
         } else {
