@@ -31,15 +31,23 @@ as_root() {
 
 # Installs Debian packages. The package lists are refreshed only when apt does not know the
 # package (a fresh machine has none) or the install fails on stale lists.
+# apt's chatter goes to a log that is shown only when the install fails.
 apt_install() {
   export DEBIAN_FRONTEND=noninteractive
+  local log
+  log="$(mktemp)"
   if ! apt-cache show "$@" >/dev/null 2>&1; then
-    as_root apt-get update -qq
+    echo "apt-get update"
+    as_root apt-get update -qq >>"$log" 2>&1 || { cat "$log" >&2; fail "apt-get update"; }
   fi
-  if ! as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null; then
-    as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  echo "apt-get install $*"
+  if ! as_root apt-get install -y -qq --no-install-recommends "$@" >>"$log" 2>&1; then
+    echo "apt-get install failed; refreshing the package lists and retrying"
+    as_root apt-get update -qq >>"$log" 2>&1 &&
+      as_root apt-get install -y -qq --no-install-recommends "$@" >>"$log" 2>&1 ||
+      { cat "$log" >&2; rm -f "$log"; fail "apt-get install $*"; }
   fi
+  rm -f "$log"
 }
 
 # --- tools ------------------------------------------------------------------------------------
