@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Timelike, Utc};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -250,10 +250,7 @@ impl Shared {
     fn now(&self) -> NaiveDateTime {
         match *lock(&self.frozen_now) {
             Some(now) => now,
-            None => {
-                let now = Utc::now().naive_utc();
-                now - chrono::Duration::nanoseconds(now.and_utc().timestamp_subsec_nanos().into())
-            }
+            None => whole_second(Utc::now().naive_utc()),
         }
     }
 
@@ -280,6 +277,11 @@ impl Shared {
     fn record(&self, entry: LoggedRequest) {
         lock(&self.log).push(entry);
     }
+}
+
+/// ServiceNow keeps whole seconds.
+fn whole_second(at: NaiveDateTime) -> NaiveDateTime {
+    at.with_nanosecond(0).unwrap_or(at)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -396,10 +398,7 @@ impl ServiceNowSim {
 
     /// Freezes the clock at `at` (truncated to the second); many records can share one second.
     pub fn set_now(&self, at: DateTime<Utc>) {
-        let at = at.naive_utc();
-        let whole =
-            at - chrono::Duration::nanoseconds(at.and_utc().timestamp_subsec_nanos().into());
-        *lock(&self.shared.frozen_now) = Some(whole);
+        *lock(&self.shared.frozen_now) = Some(whole_second(at.naive_utc()));
     }
 
     /// Moves the (frozen) clock forward.

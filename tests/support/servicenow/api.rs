@@ -23,6 +23,10 @@ const MAX_BODY: usize = 64 * 1024;
 /// Default `sysparm_limit`.
 const DEFAULT_LIMIT: usize = 10_000;
 
+/// Larger `sysparm_limit`/`sysparm_offset` values act like this one (beyond any table's size;
+/// keeps the paging arithmetic far from overflow).
+const MAX_PAGE: usize = 1 << 40;
+
 /// Headers every Table API answer carries (from a real instance's response).
 const INSTANCE_HEADERS: &[(&str, &str)] = &[
     ("Content-Type", "application/json;charset=UTF-8"),
@@ -299,6 +303,9 @@ const HIBERNATING_PAGE: &str = "<html><head><title>Instance Hibernating page</ti
 <body><p>Your instance is hibernating. Log in to wake it up.</p></body></html>";
 
 fn status_fault(code: u16) -> Reply {
+    if code == 401 {
+        return unauthenticated();
+    }
     let code = if (100..=999).contains(&code) {
         code
     } else {
@@ -371,11 +378,11 @@ impl TableParams {
                 .param("sysparm_limit")
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .filter(|n| *n > 0)
-                .unwrap_or(DEFAULT_LIMIT),
+                .map_or(DEFAULT_LIMIT, |n| n.min(MAX_PAGE)),
             offset: incoming
                 .param("sysparm_offset")
                 .and_then(|v| v.trim().parse::<i64>().ok())
-                .map_or(0, |n| n.max(0) as usize),
+                .map_or(0, |n| n.clamp(0, MAX_PAGE as i64) as usize),
             count: !incoming.flag("sysparm_no_count"),
             exclude_links: incoming.flag("sysparm_exclude_reference_link"),
             display,
@@ -384,12 +391,20 @@ impl TableParams {
     }
 }
 
-/// A table's columns for the query planner.
-struct TableColumns<'a>(&'a BTreeMap<String, FieldType>);
+/// A table's columns for the query planner, dot-walks included.
+struct TableColumns<'a> {
+    store: &'a Store,
+    table: &'a str,
+    columns: &'a BTreeMap<String, FieldType>,
+}
 
 impl Columns for TableColumns<'_> {
     fn field_type(&self, field: &str) -> Option<FieldType> {
-        self.0.get(field).cloned()
+        match self.columns.get(field) {
+            Some(kind) => Some(kind.clone()),
+            None if field.contains('.') => self.store.column_type(self.table, field),
+            None => None,
+        }
     }
 }
 
@@ -425,11 +440,16 @@ fn query_reply(
         exclude_links: params.exclude_links,
         zone: config.user_time_zone,
     };
-    let out_columns = output_columns(&columns, params.fields.as_deref());
+    let known = TableColumns {
+        store: &store,
+        table,
+        columns: &columns,
+    };
+    let out_columns = output_columns(&known, params.fields.as_deref());
     if let Some(id) = sys_id {
         return single_record(shared, &render, &out_columns, table, id);
     }
-    let plan = parse(&params.query).plan(&TableColumns(&columns), config.user_time_zone);
+    let plan = parse(&params.query).plan(&known, config.user_time_zone);
     let refuse = config.invalid_query_returns_no_rows && !plan.ignored.is_empty();
     let limit = if refuse { 0 } else { params.limit };
     let window = match store.select(table, &plan, params.offset, limit, params.count) {
@@ -485,34 +505,32 @@ fn single_record(
     }
 }
 
-/// The columns to render: the asked ones that exist (unknown names ignored), else all.
-fn output_columns(
-    columns: &BTreeMap<String, FieldType>,
-    asked: Option<&[String]>,
-) -> Vec<(String, FieldType)> {
-    match asked {
-        None => columns
+/// The columns to render: the asked ones that exist (unknown names ignored; dot-walks like
+/// `caller_id.name` allowed), else all of the table's.
+fn output_columns(known: &TableColumns<'_>, asked: Option<&[String]>) -> Vec<(String, FieldType)> {
+    let Some(names) = asked else {
+        return known
+            .columns
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        Some(names) => {
-            let mut out: Vec<(String, FieldType)> = Vec::new();
-            for name in names {
-                if let Some(t) = columns.get(name) {
-                    if !out.iter().any(|(n, _)| n == name) {
-                        out.push((name.clone(), t.clone()));
-                    }
-                }
+            .collect();
+    };
+    let mut out: Vec<(String, FieldType)> = Vec::new();
+    for name in names {
+        if let Some(t) = known.field_type(name) {
+            if !out.iter().any(|(n, _)| n == name) {
+                out.push((name.clone(), t));
             }
-            out
         }
     }
+    out
 }
 
 fn render_record(render: &Render<'_>, columns: &[(String, FieldType)], record: &Stored) -> Value {
     let mut out = Map::new();
     for (name, kind) in columns {
-        out.insert(name.clone(), render_field(render, kind, record.get(name)));
+        let value = render.store.value(record, name);
+        out.insert(name.clone(), render_field(render, kind, value));
     }
     Value::Object(out)
 }

@@ -215,8 +215,13 @@ impl RateState {
     /// Counts a request by `user` under `rule`.
     pub(super) fn hit(&mut self, user: &str, rule: &RateLimit) -> RateDecision {
         let window = rule.window.max(Duration::from_millis(1));
-        while self.window_start.elapsed() >= window {
-            self.window_start += window;
+        let passed = self.window_start.elapsed().as_nanos() / window.as_nanos();
+        if passed > 0 {
+            let passed = u32::try_from(passed).unwrap_or(u32::MAX);
+            self.window_start += window.saturating_mul(passed);
+            if self.window_start > Instant::now() {
+                self.window_start = Instant::now();
+            }
             self.counts.clear();
         }
         let count = self.counts.entry(user.to_string()).or_insert(0);

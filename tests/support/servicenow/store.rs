@@ -363,6 +363,40 @@ impl Store {
         all
     }
 
+    /// The type of a column of `table`, following dot-walks through reference columns
+    /// (`caller_id.company.name`). `None` for unknown columns.
+    pub fn column_type(&self, table: &str, column: &str) -> Option<FieldType> {
+        let mut current = table.to_string();
+        let mut parts = column.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let kind = self.columns(&current).get(part).cloned()?;
+            if parts.peek().is_none() {
+                return Some(kind);
+            }
+            match kind {
+                FieldType::Reference(target) => current = target,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// A column's value, following dot-walks ("" through an empty or dangling reference).
+    pub fn value<'a>(&'a self, record: &'a Stored, column: &str) -> &'a str {
+        let mut current = record;
+        let mut parts = column.split('.').peekable();
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                return current.get(part);
+            }
+            match self.get(current.get(part)) {
+                Some(next) => current = next,
+                None => return "",
+            }
+        }
+        ""
+    }
+
     /// A record by sys_id, whatever its class.
     pub fn get(&self, sys_id: &str) -> Option<&Stored> {
         self.records.get(&IdKey::new(sys_id)?)
@@ -624,7 +658,7 @@ impl Store {
 
     fn matching<'a>(&'a self, plan: &Plan, key: &IdKey) -> Option<&'a Stored> {
         let record = self.records.get(key)?;
-        plan.matches(&|c| record.get(c)).then_some(record)
+        plan.matches(&|c| self.value(record, c)).then_some(record)
     }
 
     fn select_streaming<'a>(
@@ -668,7 +702,7 @@ impl Store {
             window.examined += 1;
             all.extend(self.matching(plan, id));
         }
-        all.sort_by(|a, b| plan.compare(&|c| a.get(c), &|c| b.get(c)));
+        all.sort_by(|a, b| plan.compare(&|c| self.value(a, c), &|c| self.value(b, c)));
         window.total = Some(all.len());
         window.more = all.len() > offset.saturating_add(limit);
         window.rows = all.into_iter().skip(offset).take(limit).collect();

@@ -365,6 +365,48 @@ async fn fields_display_values_and_reference_links() {
 }
 
 #[tokio::test]
+async fn dot_walked_fields_in_queries_and_field_lists() {
+    let (sn, _, caller) = seeded().await;
+    let company = sn.insert("core_company", json!({"name": "Acme"}));
+    sn.update("sys_user", &caller, json!({"company": company}));
+    let params = [
+        (
+            "sysparm_query",
+            "caller_id.company.name=Acme^number=INC0001",
+        ),
+        (
+            "sysparm_fields",
+            "number,caller_id.name,caller_id.company.name,caller_id.nosuch",
+        ),
+    ];
+    let a = get(&sn, "/api/now/table/incident", &params).await;
+    assert_eq!(
+        a.result(),
+        vec![
+            json!({"number": "INC0001", "caller_id.name": "Joe Employee", "caller_id.company.name": "Acme"})
+        ]
+    );
+    let none = get(
+        &sn,
+        "/api/now/table/incident",
+        &[("sysparm_query", "caller_id.name=Nobody")],
+    )
+    .await;
+    assert!(none.result().is_empty());
+    let walked_off = get(
+        &sn,
+        "/api/now/table/incident",
+        &[("sysparm_query", "number.name=x")],
+    )
+    .await;
+    assert_eq!(
+        walked_off.result().len(),
+        3,
+        "a walk through a non-reference is invalid, so ignored"
+    );
+}
+
+#[tokio::test]
 async fn paging_headers_limit_offset_and_count() {
     let (sn, _, _) = seeded().await;
     let params = [
@@ -930,6 +972,13 @@ async fn injected_status_and_rate_limit_faults_apply_n_times() {
     let faults: Vec<Option<Fault>> = sn.requests().into_iter().map(|r| r.fault).collect();
     assert_eq!(faults[2], Some(Fault::RateLimited { retry_after: 7 }));
     assert_eq!(faults[4], None);
+    sn.inject(Fault::Status(401), 1);
+    let a = get(&sn, "/api/now/table/incident", &[]).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(
+        a.json()["error"]["message"],
+        json!("User Not Authenticated")
+    );
     sn.inject(Fault::Status(500), 3);
     sn.clear_faults();
     assert_eq!(get(&sn, "/api/now/table/incident", &[]).await.status, 200);
@@ -1064,5 +1113,43 @@ async fn stop_and_resume() {
             .result()
             .len(),
         3
+    );
+}
+
+#[tokio::test]
+async fn hostile_input_gets_answers_not_panics() {
+    let (sn, _, _) = seeded().await;
+    let odd = [
+        vec![("sysparm_limit", "99999999999999999999999"), ("sysparm_offset", "-5")],
+        vec![("sysparm_limit", "9223372036854775807"), ("sysparm_offset", "9223372036854775807")],
+        vec![("sysparm_query", "^^^^OR^NQ^ORDERBY^ORDERBYDESC^=^!=x^stateBETWEEN1^sys_idIN")],
+        vec![("sysparm_query", "sys_updated_on>javascript:gs.dateGenerate('2024-13-99','25:00:00')")],
+        vec![("sysparm_query", "sys_updated_on>2024-05-02^sys_updated_on<2024-05-01^ORDERBYDESCsys_updated_on^ORDERBYDESCsys_id")],
+        vec![("sysparm_query", "sys_id>zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz^sys_id<a")],
+        vec![("sysparm_fields", ",,,.,..,caller_id..name"), ("sysparm_display_value", "ALL")],
+    ];
+    for params in odd {
+        let a = get(&sn, "/api/now/v2/table/incident", &params).await;
+        assert_eq!(a.status, 200, "{params:?}: {}", a.text);
+        assert!(a.json()["result"].is_array());
+    }
+    let long_id = "f".repeat(500);
+    let a = get(&sn, &format!("/api/now/table/incident/{long_id}"), &[]).await;
+    assert_eq!(a.status, 404);
+    let a = get(&sn, "/api/now/table/%FF%FE", &[]).await;
+    assert!(a.status == 400 || a.status == 404, "{}", a.status);
+    let huge = "x".repeat(200_000);
+    let big = reqwest::Client::new()
+        .post(format!("{}/oauth_token.do", sn.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=password&junk={huge}"));
+    assert_eq!(send(big).await.status, 413);
+    assert_eq!(
+        get(&sn, "/api/now/table/incident", &[])
+            .await
+            .result()
+            .len(),
+        3,
+        "still serving"
     );
 }
