@@ -478,7 +478,7 @@ impl ServiceNowSim {
     pub fn record(&self, table: &str, sys_id: &str) -> Option<Fields> {
         read(&self.shared.store)
             .get_in(table, sys_id)
-            .map(|r| r.fields.clone())
+            .map(|r| r.fields())
     }
 
     /// How many records `table` holds, its children's included.

@@ -460,7 +460,7 @@ fn query_reply(
     let records: Vec<Value> = window
         .rows
         .iter()
-        .filter(|r| acl.as_ref().is_none_or(|hide| !hide(&r.fields)))
+        .filter(|r| acl.as_ref().is_none_or(|hide| !hide(&r.fields())))
         .map(|r| render_record(&render, &out_columns, r))
         .collect();
     let mut reply = if records.is_empty() && route.version(config.default_version) == ApiVersion::V1
@@ -498,7 +498,7 @@ fn single_record(
     let record = render
         .store
         .get_in(table, sys_id)
-        .filter(|r| acl.as_ref().is_none_or(|hide| !hide(&r.fields)));
+        .filter(|r| acl.as_ref().is_none_or(|hide| !hide(&r.fields())));
     match record {
         Some(r) => Reply::json(200, &json!({"result": render_record(render, columns, r)})),
         None => no_record("Record doesn't exist or ACL restricts the record retrieval"),
