@@ -5,8 +5,10 @@
 //!   fields the resource needs (`sysparm_fields`), `sysparm_exclude_reference_link=true`,
 //!   `sysparm_no_count=true`, `sysparm_limit=page_size`. Pages are keyset-paged on
 //!   (updated, id) — `{updated}>T^NQ{updated}=T^{id}>ID` — never by offset, which drifts while
-//!   records change. A short page is not the end (ACLs filter after the limit); the end is an
-//!   empty page.
+//!   records change. A short page alone is not the end (ACLs filter after the limit). The end is
+//!   an empty page, or a page whose `Link` header has no `rel="next"` (the instance computes it
+//!   before ACLs), or a short page without a `Link` header (the instance sends none for a single
+//!   page) — so an idle poll costs one request.
 //! - Values: reference fields (`{"link","value"}`) and `display_value=all` objects map to their
 //!   `value`.
 //! - Deletes: `sys_audit_delete` rows (`documentkey`) whose `tablename` is the table, one of its
@@ -190,7 +192,7 @@ impl ServiceNowSource {
         resource: &Resource,
         table: &str,
         params: &[(&str, String)],
-    ) -> Result<(Vec<Value>, u32), SourceError> {
+    ) -> Result<Answer, SourceError> {
         let mut url = self.table_url(table);
         {
             let mut q = url.query_pairs_mut();
@@ -207,14 +209,18 @@ impl ServiceNowSource {
                 message: Some(m),
                 ..
             }) if m.starts_with("No Record found") => {
-                return Ok((Vec::new(), 1));
+                return Ok(Answer {
+                    records: Vec::new(),
+                    requests: 1,
+                    more: false,
+                });
             }
             Err(e) => return Err(vendor_error(resource, e)),
         };
         let body = response
             .json(&format!("GET {url}"))
             .map_err(|e| vendor_error(resource, e))?;
-        let records = match body.get("result") {
+        let records: Vec<Value> = match body.get("result") {
             Some(Value::Array(items)) => items.iter().cloned().map(normalize).collect(),
             _ => {
                 return Err(vendor_error(
@@ -226,7 +232,37 @@ impl ServiceNowSource {
                 ))
             }
         };
-        Ok((records, response.attempts))
+        let limit: usize = params
+            .iter()
+            .find(|(k, _)| *k == "sysparm_limit")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(usize::MAX);
+        let more = more_pages(&response.headers, &records, limit);
+        Ok(Answer {
+            records,
+            requests: response.attempts,
+            more,
+        })
+    }
+}
+
+/// One Table API answer.
+struct Answer {
+    records: Vec<Value>,
+    requests: u32,
+    /// Whether another page may hold records.
+    more: bool,
+}
+
+/// Whether records may follow this page: not after an empty page; per the `Link` header's
+/// `rel="next"` when there is one; otherwise only after a full page.
+fn more_pages(headers: &reqwest::header::HeaderMap, records: &[Value], limit: usize) -> bool {
+    if records.is_empty() {
+        return false;
+    }
+    match headers.get("link").and_then(|v| v.to_str().ok()) {
+        Some(link) => link.contains("rel=\"next\""),
+        None => records.len() >= limit,
     }
 }
 
@@ -280,16 +316,20 @@ impl Source for ServiceNowSource {
             ("sysparm_display_value", self.display_value().to_string()),
             ("sysparm_limit", resource.page_size.to_string()),
         ];
-        let (records, requests) = self.query(resource, &resource.name, &params).await?;
-        let next = records.last().and_then(|last| {
-            let t = text(resource.reader.updated.get(last))?;
-            let i = text(resource.reader.id.get(last))?;
-            Some(format!("{t}|{i}"))
-        });
+        let answer = self.query(resource, &resource.name, &params).await?;
+        let next = answer
+            .records
+            .last()
+            .filter(|_| answer.more)
+            .and_then(|last| {
+                let t = text(resource.reader.updated.get(last))?;
+                let i = text(resource.reader.id.get(last))?;
+                Some(format!("{t}|{i}"))
+            });
         Ok(Page {
-            records,
+            records: answer.records,
             next,
-            requests,
+            requests: answer.requests,
         })
     }
 
@@ -302,8 +342,8 @@ impl Source for ServiceNowSource {
             ),
             ("sysparm_limit", "1".to_string()),
         ];
-        let (records, _) = self.query(resource, &resource.name, &params).await?;
-        Ok(records.into_iter().next())
+        let answer = self.query(resource, &resource.name, &params).await?;
+        Ok(answer.records.into_iter().next())
     }
 
     async fn list_ids(
@@ -321,12 +361,13 @@ impl Source for ServiceNowSource {
             ("sysparm_fields", id.to_string()),
             ("sysparm_limit", resource.page_size.to_string()),
         ];
-        let (records, _) = self.query(resource, &resource.name, &params).await?;
-        let ids: Vec<String> = records
+        let answer = self.query(resource, &resource.name, &params).await?;
+        let ids: Vec<String> = answer
+            .records
             .iter()
             .filter_map(|r| text(resource.reader.id.get(r)).map(str::to_string))
             .collect();
-        let next = ids.last().cloned();
+        let next = ids.last().filter(|_| answer.more).cloned();
         Ok(IdPage { ids, next })
     }
 
@@ -361,9 +402,10 @@ impl Source for ServiceNowSource {
             ),
             ("sysparm_limit", resource.page_size.to_string()),
         ];
-        let (records, _) = self
+        let answer = self
             .query(resource, &self.options.audit_table, &params)
             .await?;
+        let records = answer.records;
         let mut deletes = Vec::with_capacity(records.len());
         for r in &records {
             let (Some(key), Some(at)) = (text(r.get("documentkey")), text(r.get("sys_created_on")))
