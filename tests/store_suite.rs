@@ -619,3 +619,28 @@ async fn postgres_errors_never_show_the_password() {
     assert!(!text.contains("s3cr3t-pw"), "{text}");
     assert!(text.contains("127.0.0.1:1/state"), "{text}");
 }
+
+#[tokio::test]
+async fn postgres_errors_carry_the_sqlstate_and_the_operation() {
+    let db = pg::TestDb::create().await;
+    let store = pollbus::store::open(&db.url).await.unwrap();
+    let mut conn = db.connect().await;
+    sqlx::query("DROP TABLE tokens")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store.token("sn/oauth").await.unwrap_err();
+    match &err {
+        StoreError::Database {
+            operation,
+            sqlstate,
+            transient,
+            ..
+        } => assert_eq!(
+            (*operation, sqlstate.as_str(), *transient),
+            ("read token", "42P01", false)
+        ),
+        other => panic!("not mapped: {other:?}"),
+    }
+    assert!(err.to_string().contains("sqlstate 42P01"), "{err}");
+}

@@ -264,7 +264,9 @@ pub trait Store: Send + Sync {
     /// How many snapshots the resource has.
     async fn snapshot_count(&self, key: &ResourceKey) -> Result<u64, StoreError>;
 
-    /// The oldest `limit` outbox rows, in publication order.
+    /// The oldest `limit` outbox rows, in publication order. With PostgreSQL the rows are
+    /// claimed for this replica (until acknowledged, failed or the claim timeout), and a row is
+    /// returned only with every earlier row of its partition key.
     async fn outbox_next(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
 
     /// Deletes acknowledged rows.
