@@ -116,6 +116,16 @@ pub struct SimConfig {
     pub acting_user: String,
 }
 
+impl SimConfig {
+    /// Adds (or replaces) a table definition, e.g.
+    /// `SimConfig::default().with_table(TableDef::new("u_vip").extends("customer_contact"))`.
+    pub fn with_table(mut self, def: TableDef) -> SimConfig {
+        self.tables.retain(|t| t.name != def.name);
+        self.tables.push(def);
+        self
+    }
+}
+
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
@@ -143,7 +153,10 @@ pub enum Fault {
     /// Answer with this HTTP status and a ServiceNow error body (500, 503, …).
     Status(u16),
     /// Answer 429 "Rate limit exceeded" with `Retry-After: <seconds>`.
-    RateLimited { retry_after: u64 },
+    RateLimited {
+        /// The `Retry-After` value in seconds.
+        retry_after: u64,
+    },
     /// Wait this long, then answer normally.
     Delay(Duration),
     /// Answer normally but cut the JSON body in half (a complete HTTP response).
@@ -168,23 +181,30 @@ pub enum FaultTarget {
 /// How a request authenticated (or tried to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthKind {
+    /// No `Authorization` header.
     None,
+    /// `Basic …`.
     Basic,
+    /// `Bearer …` (an OAuth access token).
     Bearer,
+    /// Any other scheme.
     Other,
 }
 
 /// One request as the simulator saw and answered it.
 #[derive(Debug, Clone)]
 pub struct LoggedRequest {
+    /// `GET`, `POST`, …
     pub method: String,
     /// Path without the query string.
     pub path: String,
     /// Query parameters in order (for `/oauth_token.do`: the form fields, secrets as `***`).
     pub params: Vec<(String, String)>,
+    /// The kind of `Authorization` header sent.
     pub auth: AuthKind,
     /// The authenticated user, if any.
     pub user: Option<String>,
+    /// The HTTP status answered.
     pub status: u16,
     /// Response body bytes sent.
     pub response_bytes: usize,

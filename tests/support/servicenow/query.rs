@@ -33,21 +33,37 @@ pub enum FieldType {
 /// A condition operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `=`
     Eq,
+    /// `!=`
     Ne,
+    /// `>`
     Gt,
+    /// `>=`
     Ge,
+    /// `<`
     Lt,
+    /// `<=`
     Le,
+    /// `LIKE` (contains)
     Like,
+    /// `NOT LIKE`
     NotLike,
+    /// `STARTSWITH`
     StartsWith,
+    /// `ENDSWITH`
     EndsWith,
+    /// `IN` (comma-separated list)
     In,
+    /// `NOT IN`
     NotIn,
+    /// `ISEMPTY`
     IsEmpty,
+    /// `ISNOTEMPTY`
     IsNotEmpty,
+    /// `ANYTHING`
     Anything,
+    /// `BETWEEN<a>@<b>` (inclusive)
     Between,
 }
 
@@ -74,15 +90,20 @@ const OPERATORS: &[(&str, Op)] = &[
 /// One `<field><op><value>` condition as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Condition {
+    /// Column name (maybe dot-walked).
     pub field: String,
+    /// Operator.
     pub op: Op,
+    /// Literal text after the operator.
     pub value: String,
 }
 
 /// A sort key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderKey {
+    /// Column name.
     pub field: String,
+    /// `ORDERBYDESC`.
     pub descending: bool,
 }
 
@@ -102,6 +123,7 @@ pub struct Query {
     /// `blocks[b][g][c]`: the record matches if any block has all its groups matching, and a group
     /// matches if any of its conditions does. No blocks: everything matches.
     pub blocks: Vec<Vec<Vec<Condition>>>,
+    /// `ORDERBY`/`ORDERBYDESC` keys in order.
     pub order: Vec<OrderKey>,
     /// Terms that could not be parsed, verbatim.
     pub invalid: Vec<String>,
@@ -218,8 +240,11 @@ pub trait Columns {
 /// A condition checked against the table, with its value prepared for comparison.
 #[derive(Debug, Clone)]
 pub struct Check {
+    /// Column name (maybe dot-walked).
     pub field: String,
+    /// Operator.
     pub op: Op,
+    /// How the column compares.
     pub kind: Kind,
     /// The literal(s): one, or several for `IN`/`NOT IN`/`BETWEEN`. Dates are canonical UTC text.
     pub values: Vec<String>,
@@ -228,14 +253,18 @@ pub struct Check {
 /// How a checked column compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// By bytes.
     Text,
+    /// Chronologically (canonical text).
     Date,
+    /// Numerically.
     Integer,
 }
 
 /// A query checked against a table: what will be evaluated, and what was dropped.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
+    /// OR'ed blocks of AND'ed groups of OR'ed checks (empty: everything matches).
     pub blocks: Vec<Vec<Vec<Check>>>,
     /// Sort keys with their kind.
     pub order: Vec<(OrderKey, Kind)>,

@@ -187,7 +187,12 @@ pub enum StoreError {
     /// A sys_id longer than 32 bytes.
     BadSysId(String),
     /// A date column got a value that is not `yyyy-MM-dd HH:mm:ss`.
-    BadDate { column: String, value: String },
+    BadDate {
+        /// The column.
+        column: String,
+        /// The value given.
+        value: String,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -328,12 +333,14 @@ struct Indexes {
 pub struct Stamp {
     /// Canonical `yyyy-MM-dd HH:mm:ss` UTC.
     pub now: String,
+    /// The acting user (sys_created_by / sys_updated_by).
     pub user: String,
 }
 
 /// A page of query results before ACLs.
 #[derive(Debug)]
 pub struct Window<'a> {
+    /// The window's records in order.
     pub rows: Vec<&'a Stored>,
     /// All matches (only when counting was asked for).
     pub total: Option<usize>,
