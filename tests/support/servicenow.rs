@@ -8,6 +8,18 @@
 //! query parts are silently ignored, `sysparm_limit` is applied before ACLs (pages can be short
 //! while more exist), v1 answers 404 for an empty result, every value is a string.
 //!
+//! Choices where the reference is silent: `/api/now/table` answers as v2 (configurable); without
+//! `ORDERBY` records come in sys_id order, and ties of the sort keys are broken by sys_id; empty
+//! values are SQL NULLs (`state!=1` does not match an empty state); a `Link` without a count has
+//! no `last`; a table exists once defined or inserted into (others answer 400 "Invalid table");
+//! every token-endpoint refusal is 401 `access_denied`; the simulated clock (records) is separate
+//! from the wall clock (token expiry, rate-limit windows, `X-RateLimit-Reset`).
+//!
+//! Hooks at a glance: [`ServiceNowSim::set_now`] / [`ServiceNowSim::advance`] (the clock),
+//! `insert` / `bulk_insert` / `update` / `delete` / `purge` (records), `inject` / `inject_for`
+//! (faults), `hide` (ACLs), `expire_access_tokens` / `expire_all_tokens`, `set_rate_limit`,
+//! `configure`, `requests` / `table_requests` / `token_requests` (the log), `stop` / `resume`.
+//!
 //! ```text
 //! let sn = ServiceNowSim::start().await;
 //! sn.set_now(t("2024-05-01T10:00:00Z"));
