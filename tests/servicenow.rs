@@ -745,3 +745,50 @@ async fn ten_thousand_changes_at_page_1000() {
     );
     unique_ids(&h.sink);
 }
+
+#[tokio::test]
+async fn oversized_responses_are_refused_with_a_clear_error() {
+    let mut h = Harness::new(50, CONTACTS).await;
+    h.config.sources[0].max_response_bytes = 2048;
+    h.restart().await;
+    for i in 0..40 {
+        h.contact(&format!("Big{i}"), "Record");
+    }
+    let err = h
+        .poller("customer_contact")
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exceeds the 2048 byte limit"), "{err}");
+}
+
+#[test]
+fn servicenow_names_are_checked_because_bad_queries_return_everything() {
+    let text = r#"
+[[sources]]
+name = "sn"
+kind = "servicenow"
+base_url = "https://acme.service-now.com"
+source_system = "SN"
+  [[sources.resources]]
+  name = "sys_user^ORDERBYname"
+  entity = "user"
+  fields = { City = "city name", Ok = "caller_id.name" }
+"#;
+    let err = Config::parse(text, "sn.toml").unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "sources[0].resources[0].name: \"sys_user^ORDERBYname\" is not a ServiceNow name"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("sources[0].resources[0].fields.City: \"city name\" is not a ServiceNow name"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("fields.Ok"),
+        "dot-walked reference fields are allowed: {err}"
+    );
+}
