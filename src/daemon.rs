@@ -222,10 +222,8 @@ impl App {
             let key = ResourceKey::new(&poller.resource.source, &poller.resource.name);
             let Some(fence) = self.leases.fence(&key) else {
                 tracing::warn!(resource = %key, "another replica holds this resource's lease; skipped");
-                errors.push(PollError::Store(store::StoreError::LeaseLost {
+                errors.push(PollError::Store(store::StoreError::NotLeased {
                     resource: key.to_string(),
-                    owner: self.leases.replica().to_string(),
-                    token: 0,
                 }));
                 continue;
             };
@@ -336,6 +334,9 @@ async fn poll_logged(poller: &Poller, stop: &CancellationToken) -> Result<PollRe
                 ms = started.elapsed().as_millis() as u64,
                 "poll done"
             ),
+            Err(PollError::Store(
+                e @ (store::StoreError::LeaseLost { .. } | store::StoreError::NotLeased { .. }),
+            )) => tracing::warn!(error = %e, "lease lost during the poll; its new holder continues from the committed cursor"),
             Err(e) => tracing::error!(error = %e, "poll failed; retrying next interval from the committed cursor"),
         }
         result

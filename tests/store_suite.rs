@@ -306,7 +306,7 @@ async fn leases(store: Arc<dyn Store>) {
     assert!(
         matches!(
             fenced.commit_page(&keys[0], PageCommit::default()).await,
-            Err(StoreError::LeaseLost { .. })
+            Err(StoreError::NotLeased { .. })
         ),
         "a fenced store without a lease writes nothing"
     );

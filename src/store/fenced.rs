@@ -56,10 +56,8 @@ impl Store for FencedStore {
             match self.fence() {
                 Some(fence) => page.fence = Some(fence),
                 None => {
-                    return Err(StoreError::LeaseLost {
+                    return Err(StoreError::NotLeased {
                         resource: key.to_string(),
-                        owner: String::new(),
-                        token: 0,
                     })
                 }
             }

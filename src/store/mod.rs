@@ -213,6 +213,13 @@ pub enum StoreError {
         /// The fencing token it presented.
         token: i64,
     },
+    /// Nothing was written: this replica does not hold the resource's lease (another replica
+    /// polls it).
+    #[error("{resource} is leased by another replica; nothing written here")]
+    NotLeased {
+        /// The resource (`source/resource`).
+        resource: String,
+    },
     /// A stored value could not be decoded.
     #[error("state store holds an unreadable {what}: {detail}")]
     Corrupt {
