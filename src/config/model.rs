@@ -246,6 +246,9 @@ pub struct SourceConfig {
     /// Settings of `servicenow` sources.
     #[serde(default)]
     pub servicenow: Option<ServiceNowConfig>,
+    /// Settings of `concur` sources.
+    #[serde(default)]
+    pub concur: Option<ConcurConfig>,
     /// Timeout of one HTTP request to the vendor.
     #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
     #[schemars(with = "String", extend("default" = "60s"))]
@@ -504,6 +507,84 @@ pub struct ResourceConfig {
     #[serde(default = "defaults::create_tolerance", with = "humantime_serde")]
     #[schemars(with = "String", extend("default" = "1s"))]
     pub create_tolerance: Duration,
+    /// How a `rest` source requests this resource (required for `kind = "rest"`, refused
+    /// elsewhere).
+    #[serde(default)]
+    pub rest: Option<RestResourceConfig>,
+}
+
+/// Settings of `concur` sources (SAP Concur Expense v3).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurConfig {
+    /// The `user` parameter: `ALL` (every user's reports; needs an admin-authorized token) or
+    /// one user's login id.
+    #[serde(default = "defaults::concur_user")]
+    pub user: String,
+}
+
+impl Default for ConcurConfig {
+    fn default() -> Self {
+        ConcurConfig {
+            user: defaults::concur_user(),
+        }
+    }
+}
+
+/// How a generic `rest` resource is requested and read.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestResourceConfig {
+    /// URL template, absolute or relative to the source's `base_url`, with Cloud Elements
+    /// placeholders filled in from the poll's start instant: `${date:PATTERN}` (in the resource's
+    /// `dates.updated_timezone`, UTC when unset), `${gmtDate:PATTERN}`,
+    /// `${DateTimeZone:ZONE:PATTERN}`, `${epoch}`, `${epoch:s}`, `${epoch:us}`.
+    pub url: String,
+    /// JSON pointer (RFC 6901) to the array of records in a response body, e.g. `/data` or
+    /// `/$items`; empty (the default) when the body itself is the array.
+    #[serde(default)]
+    pub records: String,
+    /// How further pages are requested.
+    #[serde(default)]
+    pub paging: RestPaging,
+}
+
+/// Paging styles of generic REST APIs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RestPaging {
+    /// One request returns everything.
+    #[default]
+    None,
+    /// `offset`/`limit` query parameters; a page shorter than `page_size` is the last.
+    Offset {
+        /// Name of the offset parameter.
+        #[serde(default = "defaults::offset_param")]
+        offset_param: String,
+        /// Name of the page-size parameter.
+        #[serde(default = "defaults::limit_param")]
+        limit_param: String,
+    },
+    /// Page-number parameters; a page shorter than `page_size` is the last.
+    Page {
+        /// Name of the page-number parameter.
+        #[serde(default = "defaults::page_param")]
+        page_param: String,
+        /// Name of the page-size parameter.
+        #[serde(default = "defaults::size_param")]
+        size_param: String,
+        /// Number of the first page.
+        #[serde(default = "defaults::first_page")]
+        first: u32,
+    },
+    /// The body holds the next page's URL (absolute or relative) at a JSON pointer; null,
+    /// empty or missing ends the listing.
+    NextUrl {
+        /// JSON pointer to the next page's URL, e.g. `/$next` or `/meta/next`.
+        pointer: String,
+    },
+    /// The `Link` response header's `rel="next"` URL; none ends the listing.
+    LinkHeader,
 }
 
 /// Where `onBehalfOf` comes from: exactly one of `field` and `value`.
@@ -646,6 +727,24 @@ pub(crate) mod defaults {
     }
     pub fn servicenow_audit_table() -> String {
         "sys_audit_delete".to_string()
+    }
+    pub fn concur_user() -> String {
+        "ALL".to_string()
+    }
+    pub fn offset_param() -> String {
+        "offset".to_string()
+    }
+    pub fn limit_param() -> String {
+        "limit".to_string()
+    }
+    pub fn page_param() -> String {
+        "page".to_string()
+    }
+    pub fn size_param() -> String {
+        "per_page".to_string()
+    }
+    pub fn first_page() -> u32 {
+        1
     }
     pub fn demo_seed() -> u64 {
         42

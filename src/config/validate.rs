@@ -196,6 +196,7 @@ fn validate_source(s: &SourceConfig, path: &str, topic_prefix: &str, p: &mut Pro
             }
         }
     }
+    validate_concur(s, path, p);
     if s.max_attempts == 0 {
         p.push(format!("{path}.max_attempts"), "0 attempts sends nothing");
     }
@@ -393,6 +394,7 @@ fn validate_resource(
             p.push(format!("{path}.dates.{key}"), e.to_string());
         }
     }
+    validate_vendor_resource(s, r, path, p);
     if r.deletes.audits() && s.kind != SourceKind::Servicenow {
         p.push(
             format!("{path}.deletes"),
@@ -417,6 +419,122 @@ fn validate_resource(
             format!("{path}.reconcile_max_delete_ratio"),
             format!("{} is outside 0..=1", r.reconcile_max_delete_ratio),
         );
+    }
+}
+
+fn validate_concur(s: &SourceConfig, path: &str, p: &mut Problems) {
+    if s.concur.is_some() && s.kind != SourceKind::Concur {
+        p.push(
+            format!("{path}.concur"),
+            format!("concur settings on a source of kind {:?}", s.kind.as_str()),
+        );
+    }
+    if let Some(concur) = &s.concur {
+        let user = &concur.user;
+        if user.trim().is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            p.push(
+                format!("{path}.concur.user"),
+                format!("{user:?} must be \"ALL\" or a login id without spaces"),
+            );
+        }
+    }
+    if s.kind == SourceKind::Concur {
+        if let Some(size) = s.page_size.filter(|n| *n > 100) {
+            p.push(
+                format!("{path}.page_size"),
+                format!("{size} is above 100, the most SAP Concur v3 returns per page"),
+            );
+        }
+    }
+}
+
+/// Resource names that become URL paths, and the `rest` settings.
+fn validate_vendor_resource(s: &SourceConfig, r: &ResourceConfig, path: &str, p: &mut Problems) {
+    let name = &r.name;
+    let plain = |extra: char| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == extra)
+            && !name.starts_with('/')
+            && !name.ends_with('/')
+            && !name.contains("//")
+    };
+    match s.kind {
+        SourceKind::Revel if !plain('/') => p.push(
+            format!("{path}.name"),
+            format!("{name:?} is not a Revel resource name such as TimeSheetEntry or enterprise/Establishment"),
+        ),
+        SourceKind::Concur if !plain('_') => p.push(
+            format!("{path}.name"),
+            format!("{name:?} is not a Concur expense v3 resource name such as reports"),
+        ),
+        _ => {}
+    }
+    match (&r.rest, s.kind) {
+        (None, SourceKind::Rest) => p.push(
+            format!("{path}.rest"),
+            format!("resource {name:?} of a rest source needs rest.url"),
+        ),
+        (Some(_), kind) if kind != SourceKind::Rest => p.push(
+            format!("{path}.rest"),
+            format!(
+                "rest settings on resource {name:?} of a source of kind {:?}",
+                kind.as_str()
+            ),
+        ),
+        (Some(rest), _) => validate_rest(r, rest, &format!("{path}.rest"), p),
+        (None, _) => {}
+    }
+}
+
+fn validate_rest(r: &ResourceConfig, rest: &RestResourceConfig, path: &str, p: &mut Problems) {
+    let zone = r
+        .dates
+        .updated_timezone
+        .as_deref()
+        .and_then(|z| Zone::parse(z).ok())
+        .unwrap_or_default();
+    if rest.url.trim().is_empty() {
+        p.push(format!("{path}.url"), "empty url template");
+    } else if let Err(e) = crate::source::template::UrlTemplate::compile(&rest.url, &zone) {
+        p.push(format!("{path}.url"), format!("resource {:?}: {e}", r.name));
+    }
+    let pointer = |p: &mut Problems, key: &str, value: &str, empty_ok: bool| {
+        if (value.is_empty() && !empty_ok) || (!value.is_empty() && !value.starts_with('/')) {
+            p.push(
+                format!("{path}.{key}"),
+                format!("{value:?} is not a JSON pointer (e.g. \"/data\")"),
+            );
+        }
+    };
+    pointer(p, "records", &rest.records, true);
+    let mut param = |key: &str, value: &str| {
+        if value.trim().is_empty() || value.contains(['&', '=', '#', ' ']) {
+            p.push(
+                format!("{path}.paging.{key}"),
+                format!("{value:?} is not a query parameter name"),
+            );
+        }
+    };
+    match &rest.paging {
+        RestPaging::Offset {
+            offset_param,
+            limit_param,
+        } => {
+            param("offset_param", offset_param);
+            param("limit_param", limit_param);
+        }
+        RestPaging::Page {
+            page_param,
+            size_param,
+            ..
+        } => {
+            param("page_param", page_param);
+            param("size_param", size_param);
+        }
+        RestPaging::NextUrl { pointer: next } => pointer(p, "paging.pointer", next, false),
+        RestPaging::None | RestPaging::LinkHeader => {}
     }
 }
 

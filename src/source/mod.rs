@@ -12,6 +12,7 @@
 
 pub mod datefmt;
 pub mod demo;
+pub mod revel;
 pub mod servicenow;
 pub mod template;
 
@@ -369,6 +370,7 @@ pub fn build(config: &SourceConfig, ctx: &SourceContext) -> Result<Arc<dyn Sourc
             ctx.clock.clone(),
         ))),
         SourceKind::Servicenow => Ok(Arc::new(servicenow::ServiceNowSource::new(config, ctx)?)),
+        SourceKind::Revel => Ok(Arc::new(revel::RevelSource::new(config, ctx)?)),
         other => Err(BuildError {
             source_name: config.name.clone(),
             message: format!(

@@ -89,7 +89,8 @@ struct Link {
     credit: u32,
     delivery_count: u32,
     drain: bool,
-    partial: Option<(Transfer, Vec<u8>)>,
+    /// First transfer, bytes so far and total size of a multi-frame delivery.
+    partial: Option<(Transfer, Vec<u8>, usize)>,
     pending: VecDeque<Vec<u8>>,
     max_message_size: u64,
 }
@@ -829,36 +830,53 @@ impl Connection {
                 "transfer on unknown handle".into(),
             ));
         };
-        // Reassemble multi-frame deliveries.
-        let (first, data) = match l.partial.take() {
-            Some((first, mut buf)) => {
-                buf.extend_from_slice(&payload);
-                (first, buf)
-            }
-            None => (t.clone(), payload),
+        // Reassemble multi-frame deliveries; an oversize delivery is discarded frame by frame
+        // (its size is still counted) and refused once its last frame has arrived.
+        let (first, mut data, mut size) = match l.partial.take() {
+            Some((first, buf, size)) => (first, buf, size),
+            None => (t.clone(), Vec::new(), 0usize),
         };
-        if data.len() as u64 > l.max_message_size {
+        size += payload.len();
+        let oversize = size as u64 > l.max_message_size;
+        if oversize {
+            data = Vec::new();
+        } else {
+            data.extend_from_slice(&payload);
+        }
+        if t.more {
+            l.partial = Some((first, data, size));
+            return Ok(());
+        }
+        if oversize && !t.aborted {
             let local = l.local_handle;
-            let size = data.len();
             let max = l.max_message_size;
             s.links.remove(&remote_handle);
             let ch = s.local_channel;
+            let delivery_id = first.delivery_id.unwrap_or(0);
             tracing::debug!(peer = %self.peer, size, max, "message too large; detaching link");
-            let e = err("amqp:link:message-size-exceeded", format!("The received message (delivery-id:{}, size:{size} bytes) exceeds the limit ({max} bytes) currently allowed on the link.", first.delivery_id.unwrap_or(0)));
-            return self
-                .send(
-                    ch,
-                    &Detach {
-                        handle: Handle(local),
-                        closed: true,
-                        error: Some(e),
-                    },
-                )
-                .await;
-        }
-        if t.more {
-            l.partial = Some((first, data));
-            return Ok(());
+            let e = err(
+                "amqp:link:message-size-exceeded",
+                format!("The received message (delivery-id:{delivery_id}, size:{size} bytes) exceeds the limit ({max} bytes) currently allowed on the link."),
+            );
+            if !first.settled.unwrap_or(false) {
+                let d = Disposition {
+                    role: Role::Receiver,
+                    first: delivery_id,
+                    last: None,
+                    settled: true,
+                    state: Some(DeliveryState::Rejected(Rejected {
+                        error: Some(e.clone()),
+                    })),
+                    batchable: false,
+                };
+                self.send(ch, &d).await?;
+            }
+            let detach = Detach {
+                handle: Handle(local),
+                closed: true,
+                error: Some(e),
+            };
+            return self.send(ch, &detach).await;
         }
         if t.aborted {
             return Ok(());
