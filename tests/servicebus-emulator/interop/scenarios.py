@@ -222,7 +222,7 @@ def lock_expiry():
             s.send_messages(ServiceBusMessage("slow", message_id="le1"))
         with sb.get_queue_receiver("shortlock", max_wait_time=5) as r:
             (m,) = receive_n(r, 1)
-            time.sleep(3)  # lock duration is PT2S
+            time.sleep(4.5)  # lock duration is PT3S
             (m2,) = receive_n(r, 1, wait=6)
             check(m2.message_id == "le1", "message redelivered after lock expiry")
             check(m2.delivery_count == m.delivery_count + 1, f"delivery count incremented ({m.delivery_count} -> {m2.delivery_count})")
@@ -345,7 +345,7 @@ def renew_lock():
             renewer = AutoLockRenewer(max_lock_renewal_duration=30)
             renewer.register(r, auto)
             before = manual.locked_until_utc
-            for _ in range(4):  # 4 s total with a 2 s lock
+            for _ in range(6):  # 6 s total with a 3 s lock
                 time.sleep(1)
                 until = r.renew_message_lock(manual)
             check(until > before, "renew_message_lock extended locked_until")

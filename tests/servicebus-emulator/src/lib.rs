@@ -25,4 +25,5 @@ pub mod server;
 
 pub use broker::{Broker, EntityCounts, EntityRef, ReceiveMode, Settlement};
 pub use config::Config;
+pub use message::AmqpMessage;
 pub use server::{Emulator, ServerSettings, StartError};

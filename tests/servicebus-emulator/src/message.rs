@@ -201,6 +201,48 @@ impl AmqpMessage {
         map.insert(k, value);
     }
 
+    /// A message whose body is one `data` section holding `bytes`.
+    pub fn with_data(bytes: &[u8]) -> Self {
+        let section = Value::Described(Box::new(Described {
+            descriptor: Descriptor::Code(DATA),
+            value: Value::Binary(bytes.to_vec().into()),
+        }));
+        AmqpMessage {
+            body: serde_amqp::to_vec(&section).unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    /// The concatenated `data` sections of the body (empty for amqp-value/sequence bodies).
+    pub fn body_data(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = self.body.as_slice();
+        while let Ok(len) = value_len(rest) {
+            let (section, tail) = rest.split_at(len);
+            rest = tail;
+            if descriptor_code(section) == Some(DATA) {
+                if let Ok(Value::Described(d)) = serde_amqp::from_slice::<Value>(section) {
+                    if let Value::Binary(b) = d.value {
+                        out.extend_from_slice(&b);
+                    }
+                }
+            }
+            if rest.is_empty() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// A system property or annotation Service Bus sets on delivery, e.g.
+    /// `x-opt-sequence-number`; `None` when absent.
+    pub fn sequence_number(&self) -> Option<i64> {
+        match self.annotation("x-opt-sequence-number") {
+            Some(Value::Long(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
     /// Time to live from the header, in milliseconds.
     pub fn ttl_ms(&self) -> Option<u64> {
         self.header.as_ref().and_then(|h| h.ttl).map(u64::from)

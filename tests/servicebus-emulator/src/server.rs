@@ -5,8 +5,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
-    broker::{Broker, EntityCounts},
+    address::{self, Address},
+    broker::{Broker, BrokerError, EntityCounts, EntityRef, ReceiveMode},
     config::{Config, ConfigError},
+    message::AmqpMessage,
 };
 
 /// Default SAS key name (as Microsoft's emulator).
@@ -134,6 +136,45 @@ impl Emulator {
         self.broker.counts(entity)
     }
 
+    /// Peeks up to `max` messages of an entity without locking them. `entity` is a queue, a
+    /// subscription (`topic/Subscriptions/sub`) or either's `…/$DeadLetterQueue`.
+    pub fn peek(&self, entity: &str, max: usize) -> Result<Vec<AmqpMessage>, BrokerError> {
+        let entity = entity_ref(entity);
+        let peeked = self.broker.peek(&entity, 0, max, None)?;
+        peeked
+            .into_iter()
+            .map(|(_, bytes)| {
+                AmqpMessage::decode(&bytes).map_err(|e| BrokerError::Invalid(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Removes and returns up to `max` available messages (receive-and-delete), in order.
+    pub fn receive(&self, entity: &str, max: usize) -> Result<Vec<AmqpMessage>, BrokerError> {
+        let entity = entity_ref(entity);
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self
+                .broker
+                .receive(&entity, ReceiveMode::ReceiveAndDelete, None)?
+            {
+                Some(d) => out.push(
+                    AmqpMessage::decode(&d.payload)
+                        .map_err(|e| BrokerError::Invalid(e.to_string()))?,
+                ),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends a message to a queue or topic in-process, as if a client had sent it.
+    pub fn send(&self, entity: &str, message: AmqpMessage) -> Result<(), BrokerError> {
+        self.broker
+            .send(&address::normalize(entity), vec![message])
+            .map(|_| ())
+    }
+
     /// Stops the listener and closes every connection. Messages are lost (in-memory broker).
     pub async fn stop(&mut self) {
         let _ = self.shutdown.send(true);
@@ -176,6 +217,18 @@ impl Drop for Emulator {
     }
 }
 
+fn entity_ref(entity: &str) -> EntityRef {
+    match address::parse(entity) {
+        Address::Entity(key, dead_letter) | Address::Management(key, dead_letter) => {
+            EntityRef { key, dead_letter }
+        }
+        Address::Cbs => EntityRef {
+            key: "$cbs".into(),
+            dead_letter: false,
+        },
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     settings: Arc<ServerSettings>,
@@ -213,4 +266,130 @@ async fn accept_loop(
     })
     .await;
     tasks.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_amqp::Value;
+
+    use super::*;
+
+    const CONFIG: &str = r#"{"UserConfig":{"Namespaces":[{"Name":"ns",
+      "Queues":[{"Name":"q","Properties":{"MaxDeliveryCount":2,"RequiresDuplicateDetection":true}},
+                {"Name":"s","Properties":{"RequiresSession":true}}],
+      "Topics":[{"Name":"t","Subscriptions":[{"Name":"all"},{"Name":"red","Rules":[{"Name":"r",
+        "Properties":{"FilterType":"Correlation","CorrelationFilter":{"Label":"red","Properties":{"n":1}}}}]}]}]}]}}"#;
+
+    async fn emulator() -> Emulator {
+        Emulator::start(Config::from_json_str(CONFIG).unwrap())
+            .await
+            .unwrap()
+    }
+
+    fn msg(body: &str, id: &str) -> AmqpMessage {
+        let mut m = AmqpMessage::with_data(body.as_bytes());
+        m.properties = Some(fe2o3_amqp_types::messaging::Properties {
+            message_id: Some(fe2o3_amqp_types::messaging::MessageId::String(id.into())),
+            ..Default::default()
+        });
+        m
+    }
+
+    #[tokio::test]
+    async fn in_process_send_peek_receive() {
+        let emu = emulator().await;
+        emu.send("q", msg("one", "1")).unwrap();
+        emu.send("q", msg("dup", "1")).unwrap();
+        emu.send("amqp://host/Q", msg("two", "2")).unwrap();
+        let peeked = emu.peek("q", 10).unwrap();
+        assert_eq!(
+            peeked.iter().map(|m| m.body_data()).collect::<Vec<_>>(),
+            vec![b"one".to_vec(), b"two".to_vec()]
+        );
+        assert_eq!(peeked[0].sequence_number(), Some(1));
+        assert_eq!(
+            emu.counts("q").unwrap().active,
+            2,
+            "peek does not remove, duplicate dropped"
+        );
+        let got = emu.receive("q", 10).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(emu.counts("q").unwrap().active, 0);
+        assert!(emu.send("nope", msg("x", "x")).is_err());
+    }
+
+    #[tokio::test]
+    async fn rules_route_topic_messages() {
+        let emu = emulator().await;
+        let mut red = msg("red", "a");
+        red.properties.as_mut().unwrap().subject = Some("red".into());
+        red.set_application_property("n", Value::Long(1));
+        let mut red_wrong_n = red.clone();
+        red_wrong_n.set_application_property("n", Value::Long(2));
+        emu.send("t", red).unwrap();
+        emu.send("t", red_wrong_n).unwrap();
+        emu.send("t", msg("plain", "c")).unwrap();
+        assert_eq!(emu.counts("t/Subscriptions/all").unwrap().active, 3);
+        assert_eq!(emu.counts("T/subscriptions/RED").unwrap().active, 1);
+    }
+
+    #[tokio::test]
+    async fn abandon_past_max_delivery_dead_letters() {
+        let emu = emulator().await;
+        emu.send("q", msg("p", "p")).unwrap();
+        let q = EntityRef {
+            key: "q".into(),
+            dead_letter: false,
+        };
+        for _ in 0..2 {
+            let d = emu
+                .broker()
+                .receive(&q, ReceiveMode::PeekLock, None)
+                .unwrap()
+                .expect("a message");
+            emu.broker()
+                .settle("q", d.lock_token.unwrap(), crate::Settlement::Abandon(None))
+                .unwrap();
+        }
+        let c = emu.counts("q").unwrap();
+        assert_eq!((c.active, c.dead_letter), (0, 1));
+        let dlq = emu.receive("q/$DeadLetterQueue", 1).unwrap();
+        assert_eq!(
+            dlq[0].application_property("DeadLetterReason"),
+            Some(&Value::String(crate::broker::MAX_DELIVERY_REASON.into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn sessions_lock_exclusively() {
+        let emu = emulator().await;
+        let mut m = msg("s1", "1");
+        m.properties.as_mut().unwrap().group_id = Some("a".into());
+        emu.send("s", m).unwrap();
+        let b = emu.broker();
+        let (sid, _) = b.lock_session("s", None, 1).unwrap();
+        assert_eq!(sid, "a");
+        assert!(
+            b.lock_session("s", Some("a"), 2).is_err(),
+            "second owner refused"
+        );
+        assert!(
+            b.lock_session("s", None, 2).is_err(),
+            "no other session available"
+        );
+        b.release_owner(1);
+        assert!(b.lock_session("s", Some("a"), 2).is_ok());
+    }
+
+    #[tokio::test]
+    async fn restart_empties_and_stop_closes() {
+        let mut emu = emulator().await;
+        emu.send("q", msg("x", "x")).unwrap();
+        let addr = emu.addr();
+        emu.restart().await.unwrap();
+        assert_eq!(emu.addr(), addr);
+        assert_eq!(emu.counts("q").unwrap().active, 0);
+        emu.stop().await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
 }
