@@ -50,11 +50,12 @@ const MAX_UNSETTLED: usize = 10_000;
 /// Queued replies per link.
 const MAX_PENDING_REPLIES: usize = 1_000;
 
+/// An AMQP error. `info` is always present (empty): pyamqp indexes all three fields.
 fn err(condition: &str, description: impl Into<String>) -> definitions::Error {
     definitions::Error {
         condition: ErrorCondition::Custom(Symbol::from(condition)),
         description: Some(description.into()),
-        info: None,
+        info: Some(Box::default()),
     }
 }
 
@@ -110,7 +111,8 @@ struct Session {
     incoming_left: u32,
     next_delivery_id: u32,
     links: HashMap<u32, Link>,
-    next_local_handle: u32,
+    /// Next-available-session attaches waiting for a session, with their deadlines.
+    pending: Vec<(Attach, Instant)>,
     unsettled: HashMap<u32, Unsettled>,
 }
 
@@ -384,7 +386,7 @@ impl Connection {
             incoming_left: WINDOW,
             next_delivery_id: 0,
             links: HashMap::new(),
-            next_local_handle: 0,
+            pending: Vec::new(),
             unsettled: HashMap::new(),
         };
         self.sessions.insert(channel, session);
@@ -454,15 +456,33 @@ impl Connection {
     }
 
     async fn on_attach(&mut self, channel: u16, attach: Attach) -> Result<(), ConnectionError> {
+        self.attach_link(channel, attach, None).await
+    }
+
+    /// Attaches a link; `deadline` is set when retrying a next-available-session attach.
+    async fn attach_link(
+        &mut self,
+        channel: u16,
+        attach: Attach,
+        deadline: Option<Instant>,
+    ) -> Result<(), ConnectionError> {
         let remote_handle = attach.handle.0;
         let Some(session) = self.sessions.get_mut(&channel) else {
             return Err(ConnectionError::Protocol(
                 "attach on unknown channel".into(),
             ));
         };
-        let local_handle = session.next_local_handle;
-        session.next_local_handle = session.next_local_handle.wrapping_add(1);
-        if session.links.len() >= MAX_LINKS || session.links.contains_key(&remote_handle) {
+        // The lowest handle not in use keeps us within the client's handle-max.
+        let used: std::collections::HashSet<u32> =
+            session.links.values().map(|l| l.local_handle).collect();
+        let local_handle = (0..).find(|h| !used.contains(h)).unwrap_or(0);
+        let duplicate = session.links.contains_key(&remote_handle)
+            || (deadline.is_none()
+                && session
+                    .pending
+                    .iter()
+                    .any(|(a, _)| a.handle.0 == remote_handle));
+        if session.links.len() + session.pending.len() >= MAX_LINKS || duplicate {
             return self
                 .refuse_attach(
                     channel,
@@ -611,6 +631,21 @@ impl Connection {
                                 properties = Some(p);
                                 tracing::debug!(peer = %self.peer, session = %sid, "session locked");
                                 Some(sid)
+                            }
+                            Err(BrokerError::NoSessionAvailable)
+                                if want.is_none()
+                                    && deadline.is_none_or(|d| Instant::now() < d) =>
+                            {
+                                // Service Bus holds the attach until a session frees up or the
+                                // link's com.microsoft:timeout passes.
+                                let deadline = deadline.unwrap_or_else(|| {
+                                    Instant::now() + link_timeout(attach.properties.as_ref())
+                                });
+                                self.broker.release_owner(owner);
+                                if let Some(s) = self.sessions.get_mut(&channel) {
+                                    s.pending.push((attach, deadline));
+                                }
+                                return Ok(());
                             }
                             Err(e) => {
                                 return self
@@ -1088,6 +1123,14 @@ impl Connection {
     }
 
     async fn pump_all(&mut self) -> Result<(), ConnectionError> {
+        let pending: Vec<(u16, Attach, Instant)> = self
+            .sessions
+            .iter_mut()
+            .flat_map(|(c, s)| s.pending.drain(..).map(move |(a, d)| (*c, a, d)))
+            .collect();
+        for (channel, attach, deadline) in pending {
+            self.attach_link(channel, attach, Some(deadline)).await?;
+        }
         let keys: Vec<(u16, u32)> = self
             .sessions
             .iter()
@@ -1353,8 +1396,36 @@ impl Connection {
                 )
                 .await;
         }
+        if let Some(i) = s.pending.iter().position(|(a, _)| a.handle.0 == d.handle.0) {
+            // A next-available-session attach the client gave up on: answer attach + detach.
+            let (attach, _) = s.pending.remove(i);
+            let used: std::collections::HashSet<u32> =
+                s.links.values().map(|l| l.local_handle).collect();
+            let local = (0..).find(|h| !used.contains(h)).unwrap_or(0);
+            let e = err("com.microsoft:timeout", "no session became available");
+            return self.refuse_attach(channel, attach, local, e).await;
+        }
         Ok(())
     }
+}
+
+/// The link's `com.microsoft:timeout` (ms), default 60 s, at most 10 minutes.
+fn link_timeout(properties: Option<&Fields>) -> Duration {
+    let ms = properties
+        .and_then(|p| {
+            p.iter()
+                .find(|(k, _)| k.as_str() == "com.microsoft:timeout")
+                .map(|(_, v)| v)
+        })
+        .and_then(|v| match v {
+            Value::Uint(n) => Some(*n as u64),
+            Value::Ulong(n) => Some(*n),
+            Value::Int(n) => u64::try_from(*n).ok(),
+            Value::Long(n) => u64::try_from(*n).ok(),
+            _ => None,
+        })
+        .unwrap_or(60_000);
+    Duration::from_millis(ms.min(600_000))
 }
 
 fn fields_to_map(fields: &Option<Fields>) -> Option<OrderedMap<Value, Value>> {

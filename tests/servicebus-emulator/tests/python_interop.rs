@@ -95,6 +95,8 @@ scenarios!(
     max_delivery,
     duplicate_detection,
     sessions,
+    session_wait,
+    oversize,
     peek,
     schedule,
     renew_lock,
@@ -127,6 +129,11 @@ fn after(name: &str, emulator: &Emulator) {
             "DLQ message completed"
         ),
         "schedule" => assert_eq!(counts("orders").scheduled, 0, "cancelled message removed"),
+        "oversize" => assert_eq!(
+            counts("orders").active,
+            0,
+            "the oversize message was not enqueued"
+        ),
         "wrong_key" => assert_eq!(
             counts("orders").active,
             0,
