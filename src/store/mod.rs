@@ -329,7 +329,10 @@ pub trait Store: Send + Sync {
 
     /// Takes `n` requests from `source`'s budget of `per_hour` requests per clock hour, shared
     /// by every replica. `None`: granted. `Some(wait)`: the budget is used up; nothing was
-    /// taken, and the hour ends after `wait`.
+    /// taken, and the hour ends after `wait`. Windows are clock hours of the store's clock
+    /// (fixed, not sliding: a burst at the end of one hour and the start of the next may reach
+    /// twice the budget within sixty minutes); a request larger than the whole budget is granted
+    /// alone in an untouched hour rather than never. PostgreSQL uses the database's clock.
     async fn take_request_budget(
         &self,
         source: &str,
