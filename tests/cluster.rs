@@ -624,3 +624,51 @@ async fn a_replica_frozen_past_its_lease_cannot_commit() {
     );
     assert_eq!(report.updated, 50);
 }
+
+#[tokio::test]
+async fn migrations_from_two_processes_at_once_run_once() {
+    let db = pg::TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pollbus.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[state]
+url = "${{env:POLLBUS_STATE_URL}}"
+
+[[sources]]
+name = "demo"
+kind = "demo"
+source_system = "DEMO"
+  [[sources.resources]]
+  name = "customers"
+  entity = "customer"
+  fields = {{ City = "address.city" }}
+"#
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_pollbus"))
+            .args(["state", "--config", config.to_str().unwrap(), "show"])
+            .env("POLLBUS_STATE_URL", &db.url)
+            .output()
+    };
+    let (a, b) = tokio::join!(spawn(), spawn());
+    for out in [a.unwrap(), b.unwrap()] {
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut conn = db.connect().await;
+    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let files = std::fs::read_dir("migrations/postgres").unwrap().count() as i64;
+    assert_eq!(migrations, files, "each migration applied once");
+}
