@@ -632,10 +632,9 @@ async fn migrations_from_two_processes_at_once_run_once() {
     let config = dir.path().join("pollbus.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
+        r#"
 [state]
-url = "${{env:POLLBUS_STATE_URL}}"
+url = "${env:POLLBUS_STATE_URL}"
 
 [[sources]]
 name = "demo"
@@ -644,9 +643,8 @@ source_system = "DEMO"
   [[sources.resources]]
   name = "customers"
   entity = "customer"
-  fields = {{ City = "address.city" }}
-"#
-        ),
+  fields = { City = "address.city" }
+"#,
     )
     .unwrap();
     let spawn = || {
