@@ -644,3 +644,34 @@ async fn postgres_errors_carry_the_sqlstate_and_the_operation() {
     }
     assert!(err.to_string().contains("sqlstate 42P01"), "{err}");
 }
+
+#[tokio::test]
+async fn postgres_schemas_keep_deployments_apart() {
+    let db = pg::TestDb::create().await;
+    let mut conn = db.connect().await;
+    for schema in ["tenant_a", "tenant_b"] {
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    // Another application's table in the default schema does not matter to either.
+    sqlx::query("CREATE TABLE public.invoices (id int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = |schema: &str| format!("{}?options=-c%20search_path%3D{schema}", db.url);
+    let a = pollbus::store::open(&url("tenant_a")).await.unwrap();
+    let b = pollbus::store::open(&url("tenant_b")).await.unwrap();
+    a.put_token("t", "a").await.unwrap();
+    assert_eq!(b.token("t").await.unwrap(), None);
+    assert_eq!(a.token("t").await.unwrap().as_deref(), Some("a"));
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'outbox' \
+         AND table_schema IN ('tenant_a', 'tenant_b')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(tables, 2);
+}
