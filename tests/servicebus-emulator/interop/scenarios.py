@@ -363,23 +363,40 @@ def peek():
 
 @scenario
 def schedule():
-    """Scheduled messages appear at their time; cancelled ones never do."""
+    """Scheduled messages (management op and message property, queue and topic) appear at their
+    time; cancelled ones never do."""
     with client() as sb:
+        # Far enough ahead that opening the senders and management links cannot overtake it.
+        at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=8)
         with sb.get_queue_sender("orders") as s:
-            at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3)
             seq_keep = s.schedule_messages(ServiceBusMessage("later", message_id="sch-1"), at)
             seq_cancel = s.schedule_messages(ServiceBusMessage("never", message_id="sch-2"), at)
             check(len(seq_keep) == 1 and len(seq_cancel) == 1, f"sequence numbers returned ({seq_keep}, {seq_cancel})")
             s.cancel_scheduled_messages(seq_cancel[0])
+            s.send_messages(ServiceBusMessage("by-property", message_id="sch-3", scheduled_enqueue_time_utc=at))
+        with sb.get_topic_sender(TOPIC) as s:
+            t_keep = s.schedule_messages(ServiceBusMessage("topic-later", message_id="tsch-1"), at)
+            t_cancel = s.schedule_messages(ServiceBusMessage("topic-never", message_id="tsch-2"), at)
+            s.cancel_scheduled_messages(t_cancel)
+            check(t_keep != t_cancel, f"topic sequence numbers differ ({t_keep}, {t_cancel})")
         with sb.get_queue_receiver("orders", max_wait_time=1) as r:
-            check(r.receive_messages(max_wait_time=1) == [], "nothing before the scheduled time")
+            early = r.receive_messages(max_wait_time=1)
+            check(early == [], f"nothing before the scheduled time ({[body(m) for m in early]})")
             peeked = r.peek_messages(max_message_count=10)
-            check([body(m) for m in peeked] == ["later"], "the scheduled message is visible to peek")
-            time.sleep(3)
-            got = receive_n(r, 1, wait=5)
-            check([body(m) for m in got] == ["later"], "scheduled message delivered after its time")
-            r.complete_message(got[0])
+            check(sorted(body(m) for m in peeked) == ["by-property", "later"], f"scheduled messages visible to peek ({[body(m) for m in peeked]})")
+            check(all(m.state.name == "SCHEDULED" for m in peeked), f"peeked state is SCHEDULED ({[m.state for m in peeked]})")
+            time.sleep(max(0.0, (at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) + 0.5)
+            got = receive_n(r, 2, wait=5)
+            check(sorted(body(m) for m in got) == ["by-property", "later"], f"scheduled messages delivered after their time ({[body(m) for m in got]})")
+            for m in got:
+                r.complete_message(m)
             check(drain(r) == [], "cancelled message never delivered")
+        for sub in ("sub-a", "sub-b"):
+            with sb.get_subscription_receiver(TOPIC, sub, max_wait_time=3) as r:
+                got = receive_n(r, 1)
+                got += r.receive_messages(max_wait_time=1)
+                check([body(m) for m in got] == ["topic-later"], f"{sub}: scheduled topic message delivered, cancelled one not ({[body(m) for m in got]})")
+                r.complete_message(got[0])
 
 
 @scenario

@@ -267,17 +267,20 @@ impl Entity {
     }
 
     /// Assigns a sequence number and stores the message (active or scheduled).
+    /// `topic_seq` is the topic-wide sequence number of a fanned-out message, so every
+    /// subscription's copy carries the same number (as in Service Bus).
     fn enqueue(
         &mut self,
         mut msg: AmqpMessage,
         now: i64,
         ttl_ms: Option<i64>,
+        topic_seq: Option<i64>,
     ) -> Result<i64, BrokerError> {
         if self.len() >= MAX_MESSAGES_PER_ENTITY {
             return Err(BrokerError::Full);
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = topic_seq.unwrap_or(self.next_seq);
+        self.next_seq = self.next_seq.max(seq + 1);
         let scheduled_ms = match msg.annotation("x-opt-scheduled-enqueue-time") {
             Some(Value::Timestamp(t)) if t.milliseconds() > now => Some(t.milliseconds()),
             _ => None,
@@ -451,6 +454,7 @@ struct Topic {
     props: ResolvedProperties,
     subscriptions: Vec<(String, Vec<Filter>)>,
     duplicates: DuplicateDetector,
+    next_seq: i64,
 }
 
 #[derive(Debug, Default)]
@@ -523,6 +527,7 @@ impl Broker {
                         props: t.properties.resolve()?,
                         subscriptions: subs,
                         duplicates: DuplicateDetector::default(),
+                        next_seq: 1,
                     },
                 );
             }
@@ -609,7 +614,7 @@ impl Broker {
     }
 
     /// Sends messages to a queue or topic; returns the sequence numbers assigned (for a topic,
-    /// those of the first matching subscription). Duplicates are dropped silently.
+    /// the topic-wide number every subscription's copy carries). Duplicates are dropped silently.
     pub fn send(&self, key: &str, messages: Vec<AmqpMessage>) -> Result<Vec<i64>, BrokerError> {
         let now = now_ms();
         let mut seqs = Vec::new();
@@ -636,14 +641,14 @@ impl Broker {
                         .map(|(k, _)| k.clone())
                         .collect();
                     let ttl = Some(ttl.map_or(topic_ttl, |t| t.min(topic_ttl)));
-                    let mut first = None;
+                    let seq = topic.next_seq;
+                    topic.next_seq += 1;
                     for sub in targets {
                         if let Some(e) = st.entities.get_mut(&sub) {
-                            let seq = e.enqueue(msg.clone(), now, ttl)?;
-                            first.get_or_insert(seq);
+                            e.enqueue(msg.clone(), now, ttl, Some(seq))?;
                         }
                     }
-                    seqs.push(first.unwrap_or(0));
+                    seqs.push(seq);
                 } else if let Some(e) = st.entities.get_mut(key) {
                     if key.contains("/subscriptions/") {
                         return Err(BrokerError::Invalid("cannot send to a subscription".into()));
@@ -657,7 +662,7 @@ impl Broker {
                             }
                         }
                     }
-                    seqs.push(e.enqueue(msg, now, ttl)?);
+                    seqs.push(e.enqueue(msg, now, ttl, None)?);
                 } else {
                     return Err(BrokerError::NotFound(key.to_string()));
                 }
@@ -1146,6 +1151,7 @@ impl Broker {
         }
         for t in st.topics.values_mut() {
             t.duplicates = DuplicateDetector::default();
+            t.next_seq = 1;
         }
     }
 }
