@@ -193,6 +193,15 @@ pub fn encode_transfer(
 
 /// Returns the encoded length of the AMQP value starting at `bytes[0]`.
 pub fn value_len(bytes: &[u8]) -> Result<usize, CodecError> {
+    value_len_at_depth(bytes, 0)
+}
+
+fn value_len_at_depth(bytes: &[u8], depth: usize) -> Result<usize, CodecError> {
+    if depth > 16 {
+        return Err(CodecError::Malformed(
+            "descriptors nested too deeply".into(),
+        ));
+    }
     let bad = || CodecError::Malformed("truncated AMQP value".into());
     let code = *bytes.first().ok_or_else(bad)?;
     let need = |n: usize| -> Result<usize, CodecError> {
@@ -204,8 +213,8 @@ pub fn value_len(bytes: &[u8]) -> Result<usize, CodecError> {
     };
     let len = match code {
         0x00 => {
-            let d = value_len(&bytes[1..])?;
-            let v = value_len(bytes.get(1 + d..).ok_or_else(bad)?)?;
+            let d = value_len_at_depth(&bytes[1..], depth + 1)?;
+            let v = value_len_at_depth(bytes.get(1 + d..).ok_or_else(bad)?, depth + 1)?;
             return need(1 + d + v);
         }
         0x40..=0x45 => 1,
@@ -242,5 +251,55 @@ pub fn descriptor_code(bytes: &[u8]) -> Option<u64> {
         }
         [0x00, 0x44, ..] => Some(0),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_lengths_and_malformed_input() {
+        assert_eq!(value_len(&[0x40]).unwrap(), 1);
+        assert_eq!(value_len(&[0xa1, 3, b'a', b'b', b'c', 0xff]).unwrap(), 5);
+        assert_eq!(value_len(&[0x00, 0x53, 0x75, 0xa0, 1, 9]).unwrap(), 6);
+        assert!(value_len(&[0xa1, 3, b'a']).is_err(), "truncated");
+        assert!(value_len(&[]).is_err());
+        assert!(
+            value_len(&[0x00; 100]).is_err(),
+            "nested descriptors refused, no stack overflow"
+        );
+        assert!(value_len(&[0x3f]).is_err(), "unknown format code");
+    }
+
+    #[test]
+    fn transfers_split_to_fit_the_frame_size() {
+        let t = Transfer {
+            handle: fe2o3_amqp_types::definitions::Handle(0),
+            delivery_id: Some(0),
+            delivery_tag: Some(serde_bytes::ByteBuf::from(vec![1; 16])),
+            message_format: Some(0),
+            settled: Some(false),
+            more: false,
+            rcv_settle_mode: None,
+            state: None,
+            resume: false,
+            aborted: false,
+            batchable: false,
+        };
+        let payload = vec![7u8; 3000];
+        let frames = encode_transfer(1, &t, &payload, 1024).unwrap();
+        assert!(frames.len() >= 3);
+        assert!(frames.iter().all(|f| f.len() <= 1024));
+        let mut total = 0;
+        for (i, f) in frames.iter().enumerate() {
+            let (perf, rest) = decode_performative(BytesMut::from(&f[8..])).unwrap();
+            let Performative::Transfer(tr) = perf else {
+                panic!("transfer expected")
+            };
+            assert_eq!(tr.more, i + 1 < frames.len());
+            total += rest.len();
+        }
+        assert_eq!(total, payload.len());
     }
 }

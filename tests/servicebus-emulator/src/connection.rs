@@ -208,6 +208,7 @@ pub async fn serve(
                 if let Err(e) = conn.pump_all().await { break Err(e); }
             }
             _ = tick.tick() => {
+                if let Err(e) = conn.drop_unauthorized_links().await { break Err(e); }
                 if let Err(e) = conn.pump_all().await { break Err(e); }
                 if let Some(every) = conn.idle_send {
                     if conn.last_write.elapsed() >= every {
@@ -1120,6 +1121,44 @@ impl Connection {
             }
         }
         self.pump_link(channel, h).await
+    }
+
+    /// Detaches entity links whose token has expired (Service Bus does the same).
+    async fn drop_unauthorized_links(&mut self) -> Result<(), ConnectionError> {
+        let mut expired = Vec::new();
+        for (c, s) in &self.sessions {
+            for (h, l) in &s.links {
+                let guarded = matches!(
+                    l.kind,
+                    LinkKind::Inbound { .. }
+                        | LinkKind::Outbound { .. }
+                        | LinkKind::ManagementRequests { .. }
+                );
+                if guarded && !self.authorized(&address::normalize(&l.node)) {
+                    expired.push((*c, *h));
+                }
+            }
+        }
+        for (channel, handle) in expired {
+            let Some(s) = self.sessions.get_mut(&channel) else {
+                continue;
+            };
+            let Some(l) = s.links.remove(&handle) else {
+                continue;
+            };
+            s.unsettled.retain(|_, u| u.remote_handle != handle);
+            let ch = s.local_channel;
+            self.broker.release_owner(l.owner);
+            tracing::debug!(peer = %self.peer, link = %l.name, "token expired; detaching link");
+            let e = err("amqp:unauthorized-access", "The token has expired.");
+            let detach = Detach {
+                handle: Handle(l.local_handle),
+                closed: true,
+                error: Some(e),
+            };
+            self.send(ch, &detach).await?;
+        }
+        Ok(())
     }
 
     async fn pump_all(&mut self) -> Result<(), ConnectionError> {

@@ -57,12 +57,21 @@ impl Client {
     }
 
     async fn authorize(&self, entity: &str, key: &str) -> azure_core_amqp::Result<()> {
+        self.authorize_for(entity, key, 1800).await
+    }
+
+    async fn authorize_for(
+        &self,
+        entity: &str,
+        key: &str,
+        secs: u64,
+    ) -> azure_core_amqp::Result<()> {
         let audience = format!("{}/{entity}", self.base);
         let expires = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs()
-            + 1800;
+            + secs;
         let token = sas::make_token(&audience, server::DEFAULT_KEY_NAME, key, expires);
         self.cbs
             .authorize_path(
@@ -470,4 +479,28 @@ async fn restart_keeps_the_address_and_loses_messages() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "stopped emulator refuses connections"
     );
+}
+
+#[tokio::test]
+async fn expired_token_detaches_the_link() {
+    let emulator = Emulator::start(emulator_config()).await.unwrap();
+    let client = Client::connect(&emulator).await;
+    client
+        .authorize_for("orders", server::DEFAULT_KEY, 2)
+        .await
+        .unwrap();
+    let sender = client.sender("orders").await.unwrap();
+    // The token's `se` is whole seconds, so it lapses within 1–2 s; the emulator checks every 200 ms.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // fe2o3 may not notice the detach before it transfers; then no outcome ever comes back.
+    let sent = tokio::time::timeout(
+        Duration::from_secs(5),
+        sender.send(message("late", "t1"), None),
+    )
+    .await;
+    assert!(
+        !matches!(sent, Ok(Ok(AmqpSendOutcome::Accepted))),
+        "a send after the token expired must not be accepted"
+    );
+    assert_eq!(emulator.counts("orders").unwrap().active, 0);
 }
