@@ -210,8 +210,24 @@ def dead_letter():
             check(d.dead_letter_reason == "bad-data", f"DeadLetterReason ({d.dead_letter_reason!r})")
             check(d.dead_letter_error_description == "field 'x' is missing", f"DeadLetterErrorDescription ({d.dead_letter_error_description!r})")
             check(text(props(d)["k"]) == "v", "original properties kept")
+            check(d.dead_letter_source == "orders", f"dead-letter source ({d.dead_letter_source!r})")
             r.complete_message(d)
             check(drain(r) == [], "DLQ empty after complete")
+        # The same through a subscription and its dead-letter queue.
+        with sb.get_topic_sender(TOPIC) as s:
+            s.send_messages(ServiceBusMessage("sub-poison", message_id="dl2"))
+        with sb.get_subscription_receiver(TOPIC, "sub-a", max_wait_time=5) as r:
+            (m,) = receive_n(r, 1)
+            r.dead_letter_message(m, reason="sub-reason", error_description="sub description")
+        with sb.get_subscription_receiver(TOPIC, "sub-a", sub_queue=ServiceBusSubQueue.DEAD_LETTER, max_wait_time=5) as r:
+            (d,) = receive_n(r, 1)
+            check(body(d) == "sub-poison", "dead-lettered message received from the subscription's DLQ")
+            check((d.dead_letter_reason, d.dead_letter_error_description) == ("sub-reason", "sub description"), "subscription DLQ reason and description")
+            r.complete_message(d)
+        with sb.get_subscription_receiver(TOPIC, "sub-b", max_wait_time=5) as r:
+            got = receive_n(r, 1)
+            check([body(m) for m in got] == ["sub-poison"], "the other subscription's copy is unaffected")
+            r.complete_message(got[0])
 
 
 @scenario
