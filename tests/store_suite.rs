@@ -389,6 +389,20 @@ async fn request_budget(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_some());
+
+    // The budget the HTTP layer uses, one per replica: waits once the shared count is used up
+    // although each replica sent only one request.
+    use pollbus::http::budget::RequestBudget;
+    let replica_a = pollbus::store::budget::SharedBudget::per_hour(store.clone(), "erp", 2);
+    let replica_b = pollbus::store::budget::SharedBudget::per_hour(store.clone(), "erp", 2);
+    replica_a.take().await;
+    replica_b.take().await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), replica_a.take())
+            .await
+            .is_err(),
+        "a third request in the hour waits"
+    );
 }
 
 #[tokio::test]

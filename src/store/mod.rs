@@ -6,6 +6,7 @@
 //! point either redoes a page (same deterministic message ids) or resends outbox rows the sink
 //! never acknowledged.
 
+pub mod budget;
 pub mod fenced;
 pub mod lease;
 pub mod postgres;
