@@ -66,6 +66,14 @@ pub enum AuthError {
     },
 }
 
+impl AuthError {
+    /// Whether the vendor refused the refresh token for good (`invalid_grant`): only an
+    /// operator re-authorizing can fix it.
+    pub fn is_invalid_grant(&self) -> bool {
+        matches!(self, AuthError::Rejected { grant: "refresh_token", message, .. } if message.contains("invalid_grant"))
+    }
+}
+
 /// How requests of a source are authenticated.
 #[derive(Clone, Default)]
 pub enum Auth {
@@ -136,6 +144,9 @@ pub struct OAuth2Config {
     pub password: Option<Secret>,
     /// Refresh token as configured (refresh-token grant).
     pub refresh_token: Option<Secret>,
+    /// Ask the token endpoint at the vendor's `geolocation` once one is known (SAP Concur: the
+    /// same path as `token_url`, on the company's base URL).
+    pub follow_geolocation: bool,
 }
 
 /// A token as stored in the state store. Never printed.
@@ -186,6 +197,11 @@ fn fingerprint(secret: &Secret) -> String {
 
 /// Refresh this long before the access token expires.
 const EXPIRY_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+
+/// After the vendor refused a refresh token (`invalid_grant`), the source stops asking for this
+/// long — in practice until an operator re-authorizes and restarts pollbus (a configured
+/// refresh token that differs from the one the stored token came from wins at start).
+const STOP_AFTER_INVALID_GRANT: Duration = Duration::from_secs(24 * 3600);
 
 impl OAuth2 {
     /// A token manager storing its tokens in `store` under `oauth/<source>`.
@@ -261,8 +277,12 @@ impl OAuth2 {
                 *slot = previous;
                 let mut failure = self.failure.lock().await;
                 let count = failure.as_ref().map_or(0, |f| f.count) + 1;
-                let wait = Duration::from_secs(5 * 2u64.pow(count.min(8) - 1))
-                    .min(Duration::from_secs(600));
+                let wait = if e.is_invalid_grant() {
+                    STOP_AFTER_INVALID_GRANT
+                } else {
+                    Duration::from_secs(5 * 2u64.pow(count.min(8) - 1))
+                        .min(Duration::from_secs(600))
+                };
                 tracing::error!(token = %self.token_name, error = %e, retry_in_s = wait.as_secs(), "login failed; this source waits, others go on");
                 *failure = Some(Failure {
                     until: Instant::now() + wait,
@@ -294,13 +314,17 @@ impl OAuth2 {
         configured: Option<String>,
     ) -> Result<Token, AuthError> {
         let stored_refresh = previous.and_then(|t| t.refresh_token.clone());
+        let endpoint = self.endpoint(previous);
+        let endpoint = &endpoint;
         let result = match (&stored_refresh, self.config.grant) {
             (Some(refresh), _) => {
-                let r = self.request(OAuthGrant::RefreshToken, Some(refresh)).await;
+                let r = self
+                    .request(endpoint, OAuthGrant::RefreshToken, Some(refresh))
+                    .await;
                 match (r, self.config.grant) {
                     (Err(e), OAuthGrant::Password | OAuthGrant::ClientCredentials) => {
                         tracing::info!(error = %e, "refresh token refused; logging in again");
-                        self.request(self.config.grant, None).await
+                        self.request(endpoint, self.config.grant, None).await
                     }
                     (r, _) => r,
                 }
@@ -311,10 +335,14 @@ impl OAuth2 {
                     .refresh_token
                     .as_ref()
                     .map(|s| s.expose().to_string());
-                self.request(OAuthGrant::RefreshToken, configured_token.as_ref())
-                    .await
+                self.request(
+                    endpoint,
+                    OAuthGrant::RefreshToken,
+                    configured_token.as_ref(),
+                )
+                .await
             }
-            (None, grant) => self.request(grant, None).await,
+            (None, grant) => self.request(endpoint, grant, None).await,
         };
         let mut token = result?;
         if token.refresh_token.is_none() {
@@ -346,12 +374,30 @@ impl OAuth2 {
         Ok(token)
     }
 
+    /// The token endpoint: the configured one, or the same path at the vendor's geolocation once
+    /// known (when `follow_geolocation`).
+    fn endpoint(&self, previous: Option<&Token>) -> url::Url {
+        let geolocation = previous
+            .filter(|_| self.config.follow_geolocation)
+            .and_then(|t| t.geolocation.as_deref())
+            .and_then(|g| url::Url::parse(g).ok())
+            .filter(|g| g.scheme() == "https" || g.scheme() == "http");
+        match geolocation {
+            Some(mut url) => {
+                url.set_path(self.config.token_url.path());
+                url
+            }
+            None => self.config.token_url.clone(),
+        }
+    }
+
     async fn request(
         &self,
+        endpoint: &url::Url,
         grant: OAuthGrant,
         refresh: Option<&String>,
     ) -> Result<Token, AuthError> {
-        let url = self.config.token_url.to_string();
+        let url = endpoint.to_string();
         let body = self.form(grant, refresh);
         let unavailable = |reason: String| AuthError::Unavailable {
             url: url.clone(),
@@ -359,7 +405,7 @@ impl OAuth2 {
         };
         let response = self
             .client
-            .post(self.config.token_url.clone())
+            .post(endpoint.clone())
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",

@@ -221,6 +221,11 @@ impl HttpClient {
         &self.source
     }
 
+    /// How this client authenticates (e.g. to read an OAuth 2.0 token's geolocation).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     /// GET `url` with authentication, retries and the budget.
     pub async fn get(&self, url: &url::Url) -> Result<HttpResponse, HttpError> {
         self.send(Method::GET, url, &[]).await

@@ -10,6 +10,7 @@
 //! Continuation tokens are opaque strings owned by the source (a keyset position, an offset, a
 //! next-page URL), so the poll loop never knows a vendor's paging style.
 
+pub mod concur;
 pub mod datefmt;
 pub mod demo;
 pub mod revel;
@@ -323,6 +324,7 @@ pub fn http_client(
             password,
             refresh_token,
         } => {
+            let follow_geolocation = token_url.is_none();
             let token_url = match token_url {
                 Some(u) => url::Url::parse(u).map_err(|e| format!("auth.token_url {u:?}: {e}"))?,
                 None => base
@@ -339,6 +341,7 @@ pub fn http_client(
                     username: username.clone(),
                     password: password.clone(),
                     refresh_token: refresh_token.clone(),
+                    follow_geolocation,
                 },
                 ctx.store.clone(),
                 ctx.clock.clone(),
@@ -371,6 +374,7 @@ pub fn build(config: &SourceConfig, ctx: &SourceContext) -> Result<Arc<dyn Sourc
         ))),
         SourceKind::Servicenow => Ok(Arc::new(servicenow::ServiceNowSource::new(config, ctx)?)),
         SourceKind::Revel => Ok(Arc::new(revel::RevelSource::new(config, ctx)?)),
+        SourceKind::Concur => Ok(Arc::new(concur::ConcurSource::new(config, ctx)?)),
         other => Err(BuildError {
             source_name: config.name.clone(),
             message: format!(
