@@ -362,6 +362,7 @@ page_size = {page_size}
   entity = "customer"
   fields = {{ FirstName = "first_name", City = "address.city", Vip = "vip" }}
   on_behalf_of = {{ field = "by" }}
+  rest = {{ url = "/customers" }}
   {extra}
 "#
     );
