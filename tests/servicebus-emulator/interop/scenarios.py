@@ -157,20 +157,26 @@ def topic_fanout():
 
 @scenario
 def topic_filter():
-    """A correlation-filter subscription only receives matching messages."""
+    """Correlation and SQL filter subscriptions only receive matching messages; $Default gets all."""
     with client() as sb:
         with sb.get_topic_sender(TOPIC) as s:
             s.send_messages([
-                ServiceBusMessage("low", application_properties={"priority": "low"}),
-                ServiceBusMessage("high", application_properties={"priority": "high"}),
+                ServiceBusMessage("low", subject="contact.updated", application_properties={"priority": "low"}),
+                ServiceBusMessage("high", subject="contact.updated", application_properties={"priority": "high"}),
+                ServiceBusMessage("high-order", subject="order.created", application_properties={"priority": "high"}),
             ])
-        with sb.get_subscription_receiver(TOPIC, "only-high", max_wait_time=3) as r:
-            got = drain(r, 3)
-            check([body(m) for m in got] == ["high"], f"only-high got exactly the matching message ({[body(m) for m in got]})")
+        expected = {"only-high": ["high", "high-order"], "sql-contacts": ["high"]}
+        for sub, want in expected.items():
+            with sb.get_subscription_receiver(TOPIC, sub, max_wait_time=3) as r:
+                got = receive_n(r, len(want))
+                got += r.receive_messages(max_wait_time=1)
+                check(sorted(body(m) for m in got) == sorted(want), f"{sub} got exactly {want} ({[body(m) for m in got]})")
+                for m in got:
+                    r.complete_message(m)
         for sub in ("sub-a", "sub-b"):
             with sb.get_subscription_receiver(TOPIC, sub, max_wait_time=3) as r:
-                got = receive_n(r, 2)
-                check(len(got) == 2, f"{sub} got both messages ($Default rule)")
+                got = receive_n(r, 3)
+                check(len(got) == 3, f"{sub} got all three messages ($Default rule)")
                 for m in got:
                     r.complete_message(m)
 

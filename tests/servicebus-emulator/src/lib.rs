@@ -22,6 +22,7 @@ pub mod message;
 pub mod rules;
 pub mod sas;
 pub mod server;
+pub mod sql;
 
 pub use broker::{Broker, EntityCounts, EntityRef, ReceiveMode, Settlement};
 pub use config::Config;

@@ -16,11 +16,13 @@ pub enum Filter {
     False,
     /// A correlation filter.
     Correlation(Box<CorrelationFilterConfig>),
+    /// A SQL filter (the subset in [`crate::sql`]).
+    Sql(Box<crate::sql::Expr>),
 }
 
 impl Filter {
-    /// Compiles a configured rule. SQL filters other than `1=1`/`1=0`/`TRUE`/`FALSE` are not
-    /// emulated; they are logged and match nothing.
+    /// Compiles a configured rule. SQL filters outside the supported subset are logged and
+    /// match nothing.
     pub fn from_rule(rule: &RuleConfig) -> Filter {
         let p = &rule.properties;
         if p.filter_type.eq_ignore_ascii_case("correlation") {
@@ -29,16 +31,12 @@ impl Filter {
             }
         }
         if let Some(sql) = &p.sql_filter {
-            let norm: String = sql
-                .sql_expression
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect();
-            return match norm.to_ascii_uppercase().as_str() {
-                "1=1" | "TRUE" | "" => Filter::True,
-                "1=0" | "FALSE" => Filter::False,
-                _ => {
-                    tracing::warn!(rule = %rule.name, expr = %sql.sql_expression, "SQL filters are not emulated; rule matches nothing");
+            return match crate::sql::parse(&sql.sql_expression) {
+                Ok(crate::sql::Expr::Const(true)) => Filter::True,
+                Ok(crate::sql::Expr::Const(false)) => Filter::False,
+                Ok(expr) => Filter::Sql(Box::new(expr)),
+                Err(e) => {
+                    tracing::warn!(rule = %rule.name, expr = %sql.sql_expression, error = %e, "unsupported SQL filter; rule matches nothing");
                     Filter::False
                 }
             };
@@ -52,6 +50,7 @@ impl Filter {
             Filter::True => true,
             Filter::False => false,
             Filter::Correlation(cf) => correlation_matches(cf, msg),
+            Filter::Sql(expr) => expr.matches(msg),
         }
     }
 }
