@@ -13,6 +13,7 @@
 pub mod concur;
 pub mod datefmt;
 pub mod demo;
+pub mod rest;
 pub mod revel;
 pub mod servicenow;
 pub mod template;
@@ -375,12 +376,6 @@ pub fn build(config: &SourceConfig, ctx: &SourceContext) -> Result<Arc<dyn Sourc
         SourceKind::Servicenow => Ok(Arc::new(servicenow::ServiceNowSource::new(config, ctx)?)),
         SourceKind::Revel => Ok(Arc::new(revel::RevelSource::new(config, ctx)?)),
         SourceKind::Concur => Ok(Arc::new(concur::ConcurSource::new(config, ctx)?)),
-        other => Err(BuildError {
-            source_name: config.name.clone(),
-            message: format!(
-                "kind {:?} is not available in this build yet",
-                other.as_str()
-            ),
-        }),
+        SourceKind::Rest => Ok(Arc::new(rest::RestSource::new(config, ctx)?)),
     }
 }
