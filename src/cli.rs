@@ -1,4 +1,4 @@
-//! The command line: `run`, `poll-once`, `check`, `state`.
+//! The command line: `run`, `poll-once`, `check`, `import`, `state`.
 
 use std::path::PathBuf;
 
@@ -45,6 +45,23 @@ pub enum Command {
         #[arg(long)]
         probe: bool,
     },
+    /// Inspect and repair a Service Bus subscription's dead-letter queue (uses the sink's
+    /// connection settings).
+    Dlq {
+        /// The configuration file.
+        #[arg(long, short, env = "POLLBUS_CONFIG")]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Convert another tool's configuration into a pollbus configuration; prints a warning
+    /// for every item it cannot map. Exits 64 when the input cannot be imported.
+    Import {
+        /// What to import.
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Inspect and repair the state store.
     State {
         /// The configuration file.
@@ -53,6 +70,69 @@ pub enum Command {
         /// What to show or do.
         #[command(subcommand)]
         action: StateAction,
+    },
+}
+
+/// `pollbus dlq …` actions on a subscription's dead-letter queue.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Show dead-lettered messages (reason, description, delivery count, enqueued time, body)
+    /// without removing them.
+    Peek {
+        /// The topic (e.g. api.event.customer).
+        #[arg(long)]
+        topic: String,
+        /// The subscription.
+        #[arg(long)]
+        subscription: String,
+        /// Most messages to show.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+    /// Send dead-lettered messages back to the topic with their properties, then complete them
+    /// in the dead-letter queue.
+    Resubmit {
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// The subscription.
+        #[arg(long)]
+        subscription: String,
+        /// Most messages to resubmit.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Only list what would be resubmitted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete dead-lettered messages (all, or those enqueued before --older-than ago).
+    Purge {
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// The subscription.
+        #[arg(long)]
+        subscription: String,
+        /// Only messages enqueued longer ago than this (e.g. 7d, 12h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `pollbus import …` sources.
+#[derive(Debug, Subcommand)]
+pub enum ImportFrom {
+    /// A Cloud Elements / SAP Open Connectors instance body (the JSON posted to `/instances`).
+    /// Secrets become `${env:…}` references.
+    CloudElements {
+        /// The instance JSON file.
+        file: PathBuf,
+        /// Write the configuration to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

@@ -19,6 +19,13 @@
 //! A changed field whose name collides (ignoring case) with a reserved property name
 //! ([`RESERVED_PROPERTIES`]) is published as `pollbus-field-<name>`; `changedFields` keeps the
 //! contract name.
+//!
+//! **Size rule** (Service Bus Standard tier, so a message fits every tier): a property value
+//! over [`MAX_PROPERTY_BYTES`] is dropped; then, while the properties exceed
+//! [`MAX_PROPERTIES_BYTES`] or the whole message [`MAX_MESSAGE_BYTES`], the largest remaining
+//! field property is dropped (of equal sizes, the one later in configuration order). Dropped fields stay in `changedFields` and are named, in
+//! configuration order, in the property `pollbus-truncated-fields`; subscribers read the record
+//! for their values. A message is never refused or silently shortened.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use indexmap::IndexMap;
@@ -41,6 +48,18 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
 ];
 /// Prefix given to a changed field whose name is reserved.
 pub const RENAMED_FIELD_PREFIX: &str = "pollbus-field-";
+/// Names the changed fields whose properties were dropped by the size rule.
+pub const TRUNCATED_FIELDS: &str = "pollbus-truncated-fields";
+/// Largest single property value kept (Service Bus: 32 KB per property).
+pub const MAX_PROPERTY_BYTES: usize = 32 * 1024;
+/// Budget of all application properties (Service Bus: 64 KB for all headers and properties;
+/// 4 KB are left to the system properties).
+pub const MAX_PROPERTIES_BYTES: usize = 60 * 1024;
+/// Budget of the whole encoded message (Service Bus Standard: 256 KB; 2 KB are left to the
+/// AMQP framing and system properties).
+pub const MAX_MESSAGE_BYTES: usize = 254 * 1024;
+/// Estimated encoding overhead of one property (name and value constructors, lengths).
+const PROPERTY_OVERHEAD: usize = 16;
 
 /// What happened to the entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -283,6 +302,65 @@ pub fn property_name(field: &str) -> String {
     }
 }
 
+fn property_size(name: &str, value: &PropertyValue) -> usize {
+    name.len() + value.size_hint() + PROPERTY_OVERHEAD
+}
+
+/// Applies the size rule; returns the contract names of the dropped fields in config order.
+fn fit(properties: &mut IndexMap<String, PropertyValue>, change: &Change) -> Vec<String> {
+    let body_estimate = 512
+        + change.id.len() * 2
+        + change
+            .changed
+            .iter()
+            .map(|(n, _)| n.len() + 1)
+            .sum::<usize>();
+    let mut dropped: Vec<String> = Vec::new();
+    properties.retain(|name, value| {
+        let keep = name == DIAGNOSTIC_ID || value.size_hint() <= MAX_PROPERTY_BYTES;
+        if !keep {
+            dropped.push(name.clone());
+        }
+        keep
+    });
+    // Room for the truncation property itself.
+    let reserve = TRUNCATED_FIELDS.len()
+        + PROPERTY_OVERHEAD
+        + change
+            .changed
+            .iter()
+            .map(|(n, _)| n.len() + 1)
+            .sum::<usize>();
+    loop {
+        let props: usize = properties.iter().map(|(n, v)| property_size(n, v)).sum();
+        let over = !dropped.is_empty() || props > MAX_PROPERTIES_BYTES;
+        let budget_props = if over { props + reserve } else { props };
+        if budget_props <= MAX_PROPERTIES_BYTES && budget_props + body_estimate <= MAX_MESSAGE_BYTES
+        {
+            break;
+        }
+        let largest = properties
+            .iter()
+            .filter(|(n, _)| n.as_str() != DIAGNOSTIC_ID)
+            .max_by_key(|(_, v)| v.size_hint())
+            .map(|(n, _)| n.clone());
+        match largest {
+            Some(name) => {
+                properties.shift_remove(&name);
+                dropped.push(name);
+            }
+            None => break,
+        }
+    }
+    // Report contract names, in configuration order.
+    change
+        .changed
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| dropped.contains(&property_name(name)))
+        .collect()
+}
+
 impl Message {
     /// Builds the message for a change.
     pub fn build(change: &Change, ctx: &MessageContext<'_>, trace: &TraceContext) -> Message {
@@ -301,6 +379,13 @@ impl Message {
         );
         for (name, value) in &change.changed {
             application_properties.insert(property_name(name), PropertyValue::from_json(value));
+        }
+        let truncated = fit(&mut application_properties, change);
+        if !truncated.is_empty() {
+            application_properties.insert(
+                TRUNCATED_FIELDS.to_string(),
+                PropertyValue::String(truncated.join(",")),
+            );
         }
         let changed_fields = change
             .changed
@@ -429,6 +514,34 @@ mod tests {
             a.message_id
         );
         assert_eq!(a.message_id.len(), 32);
+    }
+
+    #[test]
+    fn oversize_properties_are_dropped_largest_first_and_named() {
+        let mut c = change(EventType::Update);
+        c.changed = vec![
+            ("Huge".into(), json!("x".repeat(40 * 1024))),
+            ("A".into(), json!("a".repeat(20 * 1024))),
+            ("B".into(), json!("b".repeat(25 * 1024))),
+            ("C".into(), json!("c".repeat(20 * 1024))),
+            ("Small".into(), json!("kept")),
+        ];
+        let m = Message::build(&c, &ctx(), &TraceContext::random());
+        let props = &m.application_properties;
+        assert_eq!(
+            props[TRUNCATED_FIELDS],
+            PropertyValue::String("Huge,B".into())
+        );
+        assert!(props.contains_key("A") && props.contains_key("C") && props.contains_key("Small"));
+        assert!(!props.contains_key("Huge") && !props.contains_key("B"));
+        assert_eq!(
+            m.body.changed_fields, "Huge,A,B,C,Small",
+            "changedFields keeps every field"
+        );
+        let total: usize = props.iter().map(|(n, v)| property_size(n, v)).sum();
+        assert!(total <= MAX_PROPERTIES_BYTES, "{total}");
+        let small = Message::build(&change(EventType::Update), &ctx(), &TraceContext::random());
+        assert!(!small.application_properties.contains_key(TRUNCATED_FIELDS));
     }
 
     #[test]

@@ -186,6 +186,19 @@ impl App {
         Ok(chosen)
     }
 
+    /// Checks that the sink can publish to every configured topic, sending nothing
+    /// (`pollbus check --probe`).
+    pub async fn probe_sink(&self) -> Vec<(String, Result<(), crate::sink::SinkError>)> {
+        let mut topics: Vec<String> = self
+            .pollers
+            .iter()
+            .map(|p| format!("{}{}", self.config.sink.topic_prefix(), p.resource.entity))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        self.sink.probe(&topics).await
+    }
+
     /// Asks every resource's vendor for one record and lists configured paths it lacks
     /// (`pollbus check --probe`). Per resource: `Ok(missing)` (empty when all is well, `None`
     /// when the resource has no record to check) or the vendor's error.

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use pollbus::cli::{Cli, Command};
+use pollbus::cli::{Cli, Command, ImportFrom};
 use pollbus::clock::SystemClock;
 use pollbus::config::{Config, LogFormat};
 use pollbus::daemon::App;
@@ -22,7 +22,9 @@ fn main() -> ExitCode {
         Command::Run { config }
         | Command::PollOnce { config, .. }
         | Command::Check { config, .. }
-        | Command::State { config, .. } => config.clone(),
+        | Command::State { config, .. }
+        | Command::Dlq { config, .. } => config.clone(),
+        Command::Import { from } => return import(from),
     };
     let config = match Config::load(&path) {
         Ok(config) => config,
@@ -76,6 +78,15 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot start")?;
             let mut ok = true;
+            for (topic, result) in app.probe_sink().await {
+                match result {
+                    Ok(()) => println!("probe topic {topic}: ok, a sender attached"),
+                    Err(e) => {
+                        ok = false;
+                        println!("probe topic {topic}: failed: {e}");
+                    }
+                }
+            }
             for (resource, result) in app.probe().await {
                 match result {
                     Ok(Some(missing)) if missing.is_empty() => {
@@ -131,12 +142,49 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Dlq { action, .. } => {
+            pollbus::plan::dlq(&config, action, &mut std::io::stdout()).await
+        }
+        Command::Import { from } => Ok(import(&from)),
         Command::State { action, .. } => {
             let store = pollbus::store::open(config.state.url.expose()).await?;
             pollbus::plan::state(store.as_ref(), action, &mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `pollbus import`: the configuration on stdout (or `--out`), warnings on stderr.
+fn import(from: &ImportFrom) -> ExitCode {
+    let ImportFrom::CloudElements { file, out } = from;
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("pollbus: cannot read {}: {e}", file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let imported = match pollbus::import::cloud_elements(&text, &file.display().to_string()) {
+        Ok(imported) => imported,
+        Err(e) => {
+            eprintln!("pollbus: import failed: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for warning in &imported.warnings {
+        eprintln!("pollbus: warning: {warning}");
+    }
+    match out {
+        None => print!("{}", imported.toml),
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &imported.toml) {
+                eprintln!("pollbus: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!("pollbus: wrote {}", path.display());
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// First SIGINT/SIGTERM: graceful stop. Second: exit at once (state stays consistent: every

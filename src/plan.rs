@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use crate::cli::StateAction;
+use crate::cli::{DlqAction, StateAction};
 use crate::config::{Config, DeleteMode, SinkConfig};
 use crate::contract::format_timestamp;
 use crate::store::{Store, StoreError};
@@ -28,6 +28,23 @@ pub fn describe(config: &Config) -> String {
     let sink = match &config.sink {
         SinkConfig::Stdout { .. } => "stdout (one JSON line per message)".to_string(),
         SinkConfig::Jsonl { path, .. } => format!("jsonl file {path}"),
+        SinkConfig::Servicebus(sb) => match (&sb.connection_string, &sb.namespace) {
+            (Some(cs), _) => match crate::sink::servicebus::ConnectionString::parse(cs.expose()) {
+                Ok(c) => format!(
+                    "Azure Service Bus {} (SAS key {:?}{})",
+                    c.endpoint_host(),
+                    c.key_name.as_deref().unwrap_or("-"),
+                    if c.emulator {
+                        ", development emulator"
+                    } else {
+                        ""
+                    }
+                ),
+                Err(_) => "Azure Service Bus (connection string)".into(),
+            },
+            (None, Some(ns)) => format!("Azure Service Bus {ns} (Entra ID {:?})", sb.credential),
+            (None, None) => "Azure Service Bus".into(),
+        },
     };
     let _ = writeln!(
         out,
@@ -152,6 +169,120 @@ pub async fn state(
     }
     let _ = out.write_all(text.as_bytes());
     Ok(())
+}
+
+/// Runs a `pollbus dlq` action; exit 0 on success, 1 when Service Bus failed, 64 when the sink
+/// is not Service Bus.
+pub async fn dlq(
+    config: &Config,
+    action: DlqAction,
+    out: &mut dyn Write,
+) -> anyhow::Result<std::process::ExitCode> {
+    use crate::sink::servicebus::dlq::{DeadLetter, DeadLetterQueue};
+    let SinkConfig::Servicebus(sb) = &config.sink else {
+        eprintln!(
+            "pollbus: config error: sink: `pollbus dlq` needs sink.kind = \"servicebus\", not {:?}",
+            config.sink.kind()
+        );
+        return Ok(std::process::ExitCode::from(64));
+    };
+    let (topic, subscription) = match &action {
+        DlqAction::Peek {
+            topic,
+            subscription,
+            ..
+        }
+        | DlqAction::Resubmit {
+            topic,
+            subscription,
+            ..
+        }
+        | DlqAction::Purge {
+            topic,
+            subscription,
+            ..
+        } => (topic.clone(), subscription.clone()),
+    };
+    let prefetch = match &action {
+        DlqAction::Peek { count, .. } | DlqAction::Resubmit { count, .. } => {
+            (*count).clamp(1, 1000) as u32
+        }
+        DlqAction::Purge { .. } => 100,
+    };
+    let queue = match DeadLetterQueue::open(sb, &topic, &subscription, prefetch).await {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("pollbus: dlq {topic}/{subscription}: {e}");
+            return Ok(std::process::ExitCode::FAILURE);
+        }
+    };
+    let show = |d: &DeadLetter| {
+        format!(
+            "message {} reason {:?} description {:?} deliveries {} enqueued {} body {}\n",
+            d.message_id,
+            d.reason.as_deref().unwrap_or(""),
+            d.description.as_deref().unwrap_or(""),
+            d.delivery_count,
+            d.enqueued
+                .map(format_timestamp)
+                .unwrap_or_else(|| "unknown".into()),
+            d.body
+        )
+    };
+    let result = match action {
+        DlqAction::Peek { count, .. } => queue.peek(count).await.map(|found| {
+            let mut text: String = found.iter().map(show).collect();
+            text.push_str(&format!(
+                "{} dead-lettered message(s) shown from {topic}/{subscription}\n",
+                found.len()
+            ));
+            text
+        }),
+        DlqAction::Resubmit { count, dry_run, .. } => {
+            queue.resubmit(count, dry_run).await.map(|done| {
+                let mut text: String = done.iter().map(show).collect();
+                let verb = if dry_run {
+                    "would resubmit"
+                } else {
+                    "resubmitted"
+                };
+                text.push_str(&format!(
+                    "{verb} {} message(s) from {topic}/{subscription} to {topic}\n",
+                    done.len()
+                ));
+                text
+            })
+        }
+        DlqAction::Purge {
+            older_than,
+            dry_run,
+            ..
+        } => {
+            let cutoff = older_than
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map(|d| chrono::Utc::now() - d);
+            queue.purge(cutoff, dry_run).await.map(|done| {
+                let mut text: String = done.iter().map(show).collect();
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                text.push_str(&format!(
+                    "{verb} {} message(s) from {topic}/{subscription}\n",
+                    done.len()
+                ));
+                text
+            })
+        }
+    };
+    queue.close().await;
+    match result {
+        Ok(text) => {
+            let _ = out.write_all(text.as_bytes());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("pollbus: dlq {topic}/{subscription}: {e}");
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
 }
 
 #[cfg(test)]

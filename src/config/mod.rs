@@ -97,6 +97,11 @@ impl Config {
             }
         };
         resolve("state.url".into(), &mut self.state.url);
+        if let SinkConfig::Servicebus(sb) = &mut self.sink {
+            if let Some(cs) = &mut sb.connection_string {
+                resolve("sink.connection_string".into(), cs);
+            }
+        }
         for (i, source) in self.sources.iter_mut().enumerate() {
             let path = format!("sources[{i}].auth");
             match &mut source.auth {
@@ -117,6 +122,20 @@ impl Config {
                     if let Some(token) = refresh_token {
                         resolve(format!("{path}.refresh_token"), token);
                     }
+                }
+            }
+        }
+        if let SinkConfig::Servicebus(sb) = &self.sink {
+            if let Some(cs) = sb
+                .connection_string
+                .as_ref()
+                .filter(|c| !c.expose().is_empty())
+            {
+                if let Err(e) = crate::sink::servicebus::ConnectionString::parse(cs.expose()) {
+                    problems.push(Problem {
+                        path: "sink.connection_string".into(),
+                        message: e.to_string(),
+                    });
                 }
             }
         }

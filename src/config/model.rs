@@ -76,6 +76,71 @@ pub enum SinkConfig {
         /// The file to append to (created with its folder if missing).
         path: String,
     },
+    /// Azure Service Bus topics, over AMQP 1.0.
+    Servicebus(ServiceBusConfig),
+}
+
+/// The Azure Service Bus sink.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBusConfig {
+    /// Prefix of every topic name; the entity name follows it.
+    #[serde(default = "defaults::topic_prefix")]
+    pub topic_prefix: String,
+    /// A SAS connection string (`Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…`),
+    /// including emulator strings with `UseDevelopmentEmulator=true` and a port in the
+    /// endpoint. Give this or `namespace`.
+    #[serde(default)]
+    pub connection_string: Option<Secret>,
+    /// Fully qualified namespace (`acme.servicebus.windows.net`) for Entra ID authentication.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The Entra ID credential used with `namespace`.
+    #[serde(default)]
+    pub credential: EntraCredential,
+    /// `amqp` (TCP 5671) or `amqp-websockets` (443, for networks that block 5671).
+    #[serde(default)]
+    pub transport: Transport,
+    /// Set each message's SessionId to its partitionKey (ordered per entity for session
+    /// subscriptions).
+    #[serde(default = "defaults::yes")]
+    pub session_id: bool,
+    /// Also set `x-opt-partition-key` = partitionKey, for partitioned topics; batches then hold
+    /// one partition key each.
+    #[serde(default)]
+    pub partitioned: bool,
+    /// Timeout of connecting, authorizing, attaching or sending.
+    #[serde(default = "defaults::send_timeout", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "30s"))]
+    pub send_timeout: Duration,
+    /// Largest batch in bytes; default the link's maximum message size (256 KB Standard,
+    /// 1 MB batches on Premium).
+    #[serde(default)]
+    pub max_batch_bytes: Option<u64>,
+}
+
+/// Entra ID credentials for the Service Bus sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntraCredential {
+    /// Kubernetes workload identity (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE).
+    #[default]
+    WorkloadIdentity,
+    /// The managed identity of the VM or service.
+    ManagedIdentity,
+    /// Developer tools (Azure CLI, Azure Developer CLI), for local use.
+    Developer,
+}
+
+/// How the Service Bus sink reaches the namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// AMQP over TLS on port 5671 (plain TCP for the emulator).
+    #[default]
+    Amqp,
+    /// AMQP over WebSockets on port 443.
+    AmqpWebsockets,
 }
 
 impl Default for SinkConfig {
@@ -93,6 +158,7 @@ impl SinkConfig {
             SinkConfig::Stdout { topic_prefix } | SinkConfig::Jsonl { topic_prefix, .. } => {
                 topic_prefix
             }
+            SinkConfig::Servicebus(sb) => &sb.topic_prefix,
         }
     }
 
@@ -101,6 +167,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Stdout { .. } => "stdout",
             SinkConfig::Jsonl { .. } => "jsonl",
+            SinkConfig::Servicebus(_) => "servicebus",
         }
     }
 }
@@ -718,6 +785,9 @@ pub(crate) mod defaults {
     }
     pub fn max_attempts() -> u32 {
         6
+    }
+    pub fn send_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     pub fn yes() -> bool {
         true

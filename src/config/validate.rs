@@ -111,6 +111,22 @@ fn validate_sink(sink: &SinkConfig, p: &mut Problems) {
             p.push("sink.path", "empty path");
         }
     }
+    if let SinkConfig::Servicebus(sb) = sink {
+        match (&sb.connection_string, &sb.namespace) {
+            (None, None) | (Some(_), Some(_)) => p.push(
+                "sink",
+                "set exactly one of connection_string (SAS) and namespace (Entra ID)",
+            ),
+            (None, Some(ns)) if ns.contains("://") || ns.contains('/') || ns.is_empty() => p.push(
+                "sink.namespace",
+                format!("{ns:?} is not a host name like acme.servicebus.windows.net"),
+            ),
+            _ => {}
+        }
+        if sb.max_batch_bytes.is_some_and(|b| b < 1024) {
+            p.push("sink.max_batch_bytes", "below 1024 bytes");
+        }
+    }
 }
 
 fn validate_source(s: &SourceConfig, path: &str, topic_prefix: &str, p: &mut Problems) {

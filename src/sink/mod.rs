@@ -2,6 +2,7 @@
 //! publisher (`crate::outbox`) deletes outbox rows only after that.
 
 pub mod jsonl;
+pub mod servicebus;
 pub mod stdout;
 
 use std::sync::Arc;
@@ -40,6 +41,12 @@ pub trait Sink: Send + Sync {
 
     /// A short description for logs (`stdout`, `jsonl:/path`).
     fn describe(&self) -> String;
+
+    /// Checks, without sending, that each topic can be published to (`pollbus check
+    /// --probe`). Sinks without topics have nothing to check.
+    async fn probe(&self, _topics: &[String]) -> Vec<(String, Result<(), SinkError>)> {
+        Vec::new()
+    }
 }
 
 /// Why a sink could not be built.
@@ -56,6 +63,7 @@ pub struct SinkBuildError {
 pub async fn build(config: &SinkConfig) -> Result<Arc<dyn Sink>, SinkBuildError> {
     match config {
         SinkConfig::Stdout { .. } => Ok(Arc::new(stdout::StdoutSink::new())),
+        SinkConfig::Servicebus(sb) => Ok(Arc::new(servicebus::ServiceBusSink::new(sb)?)),
         SinkConfig::Jsonl { path, .. } => Ok(Arc::new(
             jsonl::JsonlSink::open(path.as_ref())
                 .await

@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::config::{AuthConfig, ResourceConfig, SourceConfig, SourceKind};
 use crate::detect::{Detector, OnBehalfOfSource};
 use crate::http::auth::{Auth, OAuth2, OAuth2Config};
-use crate::http::budget::{LocalBudget, RequestBudget};
+use crate::http::budget::RequestBudget;
 use crate::http::{HttpClient, HttpOptions};
 use crate::record::{DateParser, FieldPath, RecordReader, Rfc3339};
 use crate::store::Store;
@@ -350,9 +350,14 @@ pub fn http_client(
             )))
         }
     };
-    let budget = config
-        .max_requests_per_hour
-        .map(|n| Arc::new(LocalBudget::per_hour(&config.name, n)) as Arc<dyn RequestBudget>);
+    // Shared through the state store, so the budget holds across all replicas together.
+    let budget = config.max_requests_per_hour.map(|n| {
+        Arc::new(crate::store::budget::SharedBudget::per_hour(
+            ctx.store.clone(),
+            &config.name,
+            n,
+        )) as Arc<dyn RequestBudget>
+    });
     Ok(HttpClient::new(&config.name, auth, budget, options))
 }
 

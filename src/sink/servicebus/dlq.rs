@@ -1,0 +1,323 @@
+//! Dead-letter tooling for topic subscriptions (`pollbus dlq …`), over the sink's connection
+//! settings: peek, resubmit, purge.
+//!
+//! `azure_core_amqp`'s management client sends no request body, so Service Bus's management
+//! `peek-message` is out of reach; `peek` therefore locks messages (peek-lock) and releases
+//! them, which leaves them in place (their delivery count may rise; dead-letter queues do not
+//! dead-letter again). `resubmit` sends each message back to the topic with its body and
+//! properties and a new MessageId (the original is kept in `pollbus-resubmitted-from`, so
+//! duplicate detection cannot silently drop it), then completes it in the dead-letter queue.
+//! `purge` completes (deletes) messages, optionally only those enqueued before a cutoff.
+
+use std::time::Duration;
+
+use azure_core_amqp::message::{AmqpAnnotationKey, AmqpMessageBody, AmqpMessageId};
+use azure_core_amqp::{
+    AmqpDelivery, AmqpDeliveryApis, AmqpMessage, AmqpReceiver, AmqpReceiverApis,
+    AmqpReceiverOptions, AmqpSendOutcome, AmqpSender, AmqpSenderApis, AmqpSimpleValue, AmqpSource,
+    AmqpValue, ReceiverCreditMode, ReceiverSettleMode,
+};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::{connect, Endpoint, Link};
+use crate::config::ServiceBusConfig;
+
+/// How long a dead-letter queue must stay silent before it counts as drained.
+const IDLE: Duration = Duration::from_secs(3);
+
+/// A dead-lettered message as the tooling shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// MessageId.
+    pub message_id: String,
+    /// `DeadLetterReason`.
+    pub reason: Option<String>,
+    /// `DeadLetterErrorDescription`.
+    pub description: Option<String>,
+    /// Delivery count from the header.
+    pub delivery_count: u32,
+    /// `x-opt-enqueued-time`.
+    pub enqueued: Option<DateTime<Utc>>,
+    /// The body as text.
+    pub body: String,
+}
+
+/// Why a dead-letter operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// The sink configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// Service Bus refused or failed.
+    #[error("{0}")]
+    ServiceBus(String),
+}
+
+/// An open dead-letter queue of one subscription.
+pub struct DeadLetterQueue {
+    endpoint: Endpoint,
+    link: Link,
+    receiver: AmqpReceiver,
+    topic: String,
+    path: String,
+}
+
+fn text(v: &AmqpSimpleValue) -> Option<String> {
+    match v {
+        AmqpSimpleValue::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn id_text(id: &AmqpMessageId) -> String {
+    match id {
+        AmqpMessageId::String(s) => s.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn describe(message: &AmqpMessage) -> DeadLetter {
+    let props = message.application_properties.as_ref().map(|p| &p.0);
+    let get = |k: &str| props.and_then(|p| p.get(k)).and_then(text);
+    let enqueued = message.message_annotations.as_ref().and_then(|a| {
+        a.0.iter().find_map(|(k, v)| match (k, v) {
+            (AmqpAnnotationKey::Symbol(s), AmqpValue::TimeStamp(t))
+                if s.0 == "x-opt-enqueued-time" =>
+            {
+                t.0.map(DateTime::<Utc>::from)
+            }
+            _ => None,
+        })
+    });
+    let body = match &message.body {
+        AmqpMessageBody::Binary(parts) => String::from_utf8_lossy(&parts.concat()).into_owned(),
+        AmqpMessageBody::Value(v) => format!("{v:?}"),
+        AmqpMessageBody::Empty => String::new(),
+        other => format!("{other:?}"),
+    };
+    DeadLetter {
+        message_id: message
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_id.as_ref())
+            .map(id_text)
+            .unwrap_or_default(),
+        reason: get("DeadLetterReason"),
+        description: get("DeadLetterErrorDescription"),
+        delivery_count: message
+            .header
+            .as_ref()
+            .map(|h| h.delivery_count)
+            .unwrap_or(0),
+        enqueued,
+        body,
+    }
+}
+
+impl DeadLetterQueue {
+    /// Opens the dead-letter queue of `topic`/`subscription` in peek-lock mode, with at most
+    /// `prefetch` messages in flight (a peek of N must not lock messages it will not show).
+    pub async fn open(
+        config: &ServiceBusConfig,
+        topic: &str,
+        subscription: &str,
+        prefetch: u32,
+    ) -> Result<Self, DlqError> {
+        let endpoint =
+            Endpoint::from_config(config).map_err(|e| DlqError::Config(e.to_string()))?;
+        let link = connect(&endpoint, "pollbus-dlq")
+            .await
+            .map_err(DlqError::ServiceBus)?;
+        let path = format!("{topic}/Subscriptions/{subscription}/$DeadLetterQueue");
+        link.authorize(&endpoint, &path)
+            .await
+            .map_err(|e| DlqError::ServiceBus(e.to_string()))?;
+        link.authorize(&endpoint, topic)
+            .await
+            .map_err(|e| DlqError::ServiceBus(e.to_string()))?;
+        let receiver = AmqpReceiver::new();
+        let source = AmqpSource::builder()
+            .with_address(endpoint.entity(&path))
+            .build();
+        receiver
+            .attach(
+                &link.session,
+                source,
+                Some(AmqpReceiverOptions {
+                    receiver_settle_mode: Some(ReceiverSettleMode::Second),
+                    credit_mode: Some(ReceiverCreditMode::Auto(prefetch.max(1))),
+                    name: Some(format!("pollbus-dlq-{subscription}")),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| DlqError::ServiceBus(format!("cannot open {path}: {e}")))?;
+        Ok(DeadLetterQueue {
+            endpoint,
+            link,
+            receiver,
+            topic: topic.to_string(),
+            path,
+        })
+    }
+
+    /// The next message, or `None` when the queue stays silent for a moment.
+    async fn next(&self) -> Result<Option<AmqpDelivery>, DlqError> {
+        match tokio::time::timeout(IDLE, self.receiver.receive_delivery()).await {
+            Err(_) => Ok(None),
+            Ok(Ok(d)) => Ok(Some(d)),
+            Ok(Err(e)) => Err(DlqError::ServiceBus(format!(
+                "receiving from {}: {e}",
+                self.path
+            ))),
+        }
+    }
+
+    /// Up to `count` messages, left in the queue.
+    pub async fn peek(&self, count: usize) -> Result<Vec<DeadLetter>, DlqError> {
+        let mut seen = Vec::new();
+        let mut held = Vec::new();
+        while seen.len() < count {
+            let Some(d) = self.next().await? else { break };
+            seen.push(describe(d.message()));
+            held.push(d);
+        }
+        self.release_all(held).await?;
+        Ok(seen)
+    }
+
+    /// Stops asking for messages, then releases `held` and any already on their way, so nothing
+    /// stays locked by this tool. A released message can come straight back while the link
+    /// still has credit; with credit no longer replenished, this ends once the credit is spent.
+    async fn release_all(&self, mut held: Vec<AmqpDelivery>) -> Result<(), DlqError> {
+        let _ = self
+            .receiver
+            .set_credit_mode(ReceiverCreditMode::Manual)
+            .await;
+        loop {
+            while let Ok(Ok(extra)) =
+                tokio::time::timeout(Duration::from_millis(300), self.receiver.receive_delivery())
+                    .await
+            {
+                held.push(extra);
+            }
+            if held.is_empty() {
+                return Ok(());
+            }
+            for d in held.drain(..) {
+                self.receiver.release_delivery(&d).await.map_err(|e| {
+                    DlqError::ServiceBus(format!("releasing a message in {}: {e}", self.path))
+                })?;
+            }
+        }
+    }
+
+    /// Sends up to `count` messages back to the topic and completes them here. With `dry_run`,
+    /// only lists them (and leaves them).
+    pub async fn resubmit(&self, count: usize, dry_run: bool) -> Result<Vec<DeadLetter>, DlqError> {
+        if dry_run {
+            return self.peek(count).await;
+        }
+        let sender = AmqpSender::new();
+        sender
+            .attach(
+                &self.link.session,
+                "pollbus-resubmit".into(),
+                self.endpoint.entity(&self.topic),
+                None,
+            )
+            .await
+            .map_err(|e| {
+                DlqError::ServiceBus(format!("cannot send to topic {}: {e}", self.topic))
+            })?;
+        let mut done = Vec::new();
+        while done.len() < count {
+            let Some(d) = self.next().await? else { break };
+            let original = d.message().clone();
+            let info = describe(&original);
+            let mut copy = AmqpMessage::builder()
+                .with_body(original.body.clone())
+                .build();
+            let mut props = original.properties.clone().unwrap_or_default();
+            let new_id = hex::encode(
+                &Sha256::digest(format!(
+                    "{}|resubmit|{}",
+                    info.message_id,
+                    Utc::now().timestamp_nanos_opt().unwrap_or_default()
+                ))[..16],
+            );
+            props.message_id = Some(new_id.into());
+            copy.properties = Some(props);
+            let mut app = original.application_properties.clone().unwrap_or_default();
+            app.0.remove("DeadLetterReason");
+            app.0.remove("DeadLetterErrorDescription");
+            app.insert(
+                "pollbus-resubmitted-from".to_string(),
+                AmqpSimpleValue::String(info.message_id.clone()),
+            );
+            copy.application_properties = Some(app);
+            match sender.send(copy, None).await {
+                Ok(AmqpSendOutcome::Accepted) => {}
+                Ok(_) | Err(_) => {
+                    let _ = self.receiver.release_delivery(&d).await;
+                    return Err(DlqError::ServiceBus(format!(
+                        "topic {} did not accept the resubmitted message {}; it stays in the dead-letter queue",
+                        self.topic, info.message_id
+                    )));
+                }
+            }
+            self.receiver.accept_delivery(&d).await.map_err(|e| {
+                DlqError::ServiceBus(format!(
+                    "completing {} in {}: {e} (it was resubmitted; it may be resubmitted twice)",
+                    info.message_id, self.path
+                ))
+            })?;
+            done.push(info);
+        }
+        self.release_all(Vec::new()).await?;
+        let _ = sender.detach().await;
+        Ok(done)
+    }
+
+    /// Deletes messages enqueued before `older_than` (all when `None`); with `dry_run`, only
+    /// lists them. Returns the messages purged (or that would be).
+    pub async fn purge(
+        &self,
+        older_than: Option<DateTime<Utc>>,
+        dry_run: bool,
+    ) -> Result<Vec<DeadLetter>, DlqError> {
+        let mut purged = Vec::new();
+        let mut kept = Vec::new();
+        while let Some(d) = self.next().await? {
+            let info = describe(d.message());
+            let old = match (older_than, info.enqueued) {
+                (None, _) => true,
+                (Some(cutoff), Some(at)) => at < cutoff,
+                (Some(_), None) => false,
+            };
+            if old && !dry_run {
+                self.receiver.accept_delivery(&d).await.map_err(|e| {
+                    DlqError::ServiceBus(format!(
+                        "deleting {} from {}: {e}",
+                        info.message_id, self.path
+                    ))
+                })?;
+            } else {
+                kept.push(d);
+            }
+            if old {
+                purged.push(info);
+            }
+        }
+        self.release_all(kept).await?;
+        Ok(purged)
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        use azure_core_amqp::AmqpConnectionApis;
+        let _ = self.receiver.detach().await;
+        let _ = self.link.connection.close().await;
+    }
+}

@@ -1,0 +1,729 @@
+//! End to end over real AMQP: ServiceNow simulator → pollbus (Service Bus sink on
+//! `azure_core_amqp`) → the Service Bus emulator → Microsoft's Python `azure-servicebus` SDK as
+//! the subscriber. Needs the venv from `scripts/setup-python.sh` (or `POLLBUS_PYTHON`).
+
+mod support;
+#[path = "support"]
+#[allow(dead_code, unused_imports)]
+mod sim {
+    pub mod servicenow;
+}
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use pollbus::clock::{Clock, SystemClock};
+use pollbus::config::Config;
+use pollbus::contract::TraceContext;
+use pollbus::outbox::Publisher;
+use pollbus::poll::{PollReport, Poller};
+use pollbus::sink::Sink;
+use pollbus::source::{self, Resource, SourceContext};
+use pollbus::store::sqlite::SqliteStore;
+use pollbus::store::Store;
+use servicebus_emulator::Emulator;
+use sim::servicenow::ServiceNowSim;
+use support::t;
+
+const EMULATOR: &str = r#"{"UserConfig":{"Namespaces":[{"Name":"sbemulatorns","Topics":[
+  {"Name":"api.event.customer","Properties":{"RequiresDuplicateDetection":true,"DuplicateDetectionHistoryTimeWindow":"PT5M"},
+   "Subscriptions":[
+     {"Name":"crm-sync","Properties":{"MaxDeliveryCount":5,"LockDuration":"PT30S"}},
+     {"Name":"ordered","Properties":{"RequiresSession":true,"LockDuration":"PT30S"}},
+     {"Name":"errors","Properties":{"MaxDeliveryCount":5}}]},
+  {"Name":"api.event.account","Subscriptions":[{"Name":"all"}]}
+]}],"Logging":{"Type":"File"}}}"#;
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("POLLBUS_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "Python venv missing at {}: run scripts/setup-python.sh",
+        venv.display()
+    );
+    venv
+}
+
+/// Runs the SDK subscriber; returns the JSON lines it printed.
+async fn subscriber(connection: &str, args: &[&str]) -> Vec<Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/subscriber.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(python())
+            .arg(script)
+            .args(args)
+            .env("SB_CONNECTION_STRING", connection)
+            .env("PYTHONUNBUFFERED", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("subscriber finished within 120 s")
+    .expect("subscriber runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "subscriber {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+struct E2e {
+    sim: ServiceNowSim,
+    emulator: Emulator,
+    _dir: tempfile::TempDir,
+    config: Config,
+    store: Arc<dyn Store>,
+    sink: Arc<dyn Sink>,
+    pollers: HashMap<String, Poller>,
+}
+
+fn pollbus_config(sim: &ServiceNowSim, connection: &str, extra_sink: &str) -> Config {
+    let text = format!(
+        r#"
+[sink]
+kind = "servicebus"
+connection_string = "{connection}"
+send_timeout = "20s"
+{extra_sink}
+[outbox]
+backoff_min = "50ms"
+backoff_max = "200ms"
+[[sources]]
+name = "sn"
+kind = "servicenow"
+base_url = "{base}"
+source_system = "ServiceNow"
+auth = {{ kind = "basic", username = "admin", password = "admin" }}
+  [[sources.resources]]
+  name = "customer_contact"
+  entity = "customer"
+  fields = {{ FirstName = "first_name", LastName = "last_name", Email = "email", Active = "active" }}
+  on_behalf_of = {{ value = "IFS" }}
+  deletes = "audit"
+  [[sources.resources]]
+  name = "customer_account"
+  entity = "account"
+  fields = {{ Name = "name" }}
+  [[sources.resources]]
+  name = "core_company"
+  entity = "company"
+  fields = {{ Name = "name" }}
+"#,
+        base = sim.base_url()
+    );
+    let mut config = Config::parse(&text, "e2e.toml").unwrap_or_else(|e| panic!("{e}"));
+    config.resolve_secrets().unwrap();
+    config
+}
+
+impl E2e {
+    async fn start(extra_sink: &str) -> E2e {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let sim = ServiceNowSim::start().await;
+        sim.set_now(t("2024-05-01T10:00:00Z"));
+        let emulator =
+            Emulator::start(servicebus_emulator::Config::from_json_str(EMULATOR).unwrap())
+                .await
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = pollbus_config(&sim, &emulator.connection_string(), extra_sink);
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let sink = pollbus::sink::build(&config.sink).await.unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let sc = &config.sources[0];
+        let source = source::build(
+            sc,
+            &SourceContext {
+                clock: clock.clone(),
+                store: store.clone(),
+            },
+        )
+        .unwrap();
+        let pollers = sc
+            .resources
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    Poller {
+                        source: source.clone(),
+                        resource: Arc::new(Resource::build(sc, r)),
+                        store: store.clone(),
+                        clock: clock.clone(),
+                        topic_prefix: "api.event.".into(),
+                        wake: Arc::new(tokio::sync::Notify::new()),
+                        max_outbox_rows: 10_000,
+                    },
+                )
+            })
+            .collect();
+        E2e {
+            sim,
+            emulator,
+            _dir: dir,
+            config,
+            store,
+            sink,
+            pollers,
+        }
+    }
+
+    async fn poll(&self, table: &str) -> PollReport {
+        self.pollers[table]
+            .poll(&TraceContext::random(), &CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("poll {table}: {e}"))
+    }
+
+    fn publisher(&self) -> Publisher {
+        Publisher::new(
+            self.store.clone(),
+            self.sink.clone(),
+            self.config.outbox.clone(),
+        )
+    }
+
+    fn connection(&self) -> String {
+        self.emulator.connection_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_arrives_once_exactly_as_the_contract_says() {
+    let e = E2e::start("").await;
+    let kari = e.sim.insert("customer_contact", json!({"first_name": "Kari", "last_name": "Nordmann", "email": "kari@example.no", "active": "true"}));
+    e.poll("customer_contact").await; // baseline
+    e.sim.advance(Duration::from_secs(10));
+    let bjorn = e.sim.insert("customer_contact", json!({"first_name": "Bjørn", "last_name": "Ødegård", "email": "bjorn@example.no", "active": "true"}));
+    let r = e.poll("customer_contact").await;
+    assert_eq!(r.created, 1, "{r:?}");
+    e.sim.advance(Duration::from_secs(1));
+    e.sim.update(
+        "customer_contact",
+        &kari,
+        json!({"last_name": "Strøm — 東京"}),
+    );
+    e.sim
+        .update("customer_contact", &bjorn, json!({"active": "false"}));
+    let r = e.poll("customer_contact").await;
+    assert_eq!(r.updated, 2, "{r:?}");
+    e.sim.advance(Duration::from_secs(1));
+    e.sim.delete("customer_contact", &bjorn);
+    let r = e.poll("customer_contact").await;
+    assert_eq!(r.deleted, 1, "{r:?}");
+    let report = e.publisher().drain().await.unwrap();
+    assert_eq!(report.published, 4);
+    // A repeated poll publishes nothing new.
+    e.poll("customer_contact").await;
+    e.publisher().drain().await.unwrap();
+
+    let got = subscriber(
+        &e.connection(),
+        &[
+            "receive",
+            "--topic",
+            "api.event.customer",
+            "--subscription",
+            "crm-sync",
+            "--count",
+            "4",
+            "--wait",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(got.len(), 4);
+    let kinds: Vec<(String, u64)> = got
+        .iter()
+        .map(|m| {
+            (
+                m["body"]["id"].as_str().unwrap().to_string(),
+                m["body"]["evenType"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (bjorn.clone(), 1),
+            (kari.clone(), 2),
+            (bjorn.clone(), 2),
+            (bjorn.clone(), 3)
+        ]
+    );
+    let create = &got[0];
+    assert_eq!(
+        create["body"]["changedFields"],
+        "FirstName,LastName,Email,Active"
+    );
+    assert_eq!(
+        create["application_properties"]["LastName"],
+        json!({"type": "str", "value": "Ødegård"})
+    );
+    assert_eq!(create["subject"], "create");
+    assert_eq!(got[3]["body"]["changedFields"], "");
+    assert_eq!(got[3]["subject"], "delete");
+    let update = &got[1];
+    assert_eq!(update["body"]["evenType"], 2);
+    assert_eq!(update["body"]["changedFields"], "LastName");
+    assert_eq!(update["body"]["sourceSystem"], "ServiceNow");
+    assert_eq!(update["body"]["onBehalfOf"], "IFS");
+    assert_eq!(update["body"]["partitionKey"], format!("customer.{kari}"));
+    assert_eq!(update["body"]["timestamp"], "2024-05-01T10:00:11Z");
+    for m in &got {
+        let line = json!({"topic": "api.event.customer", "message_id": m["message_id"], "session_id": m["session_id"],
+            "content_type": m["content_type"], "body": m["body"],
+            "application_properties": m["application_properties"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["value"].clone())).collect::<serde_json::Map<_, _>>()});
+        support::schema::assert_valid_message(&line);
+    }
+    assert_eq!(
+        update["application_properties"]["LastName"],
+        json!({"type": "str", "value": "Strøm — 東京"})
+    );
+    assert_eq!(
+        update["application_properties"]["Diagnostic-Id"]["type"],
+        "str"
+    );
+    assert!(update["application_properties"]["Diagnostic-Id"]["value"]
+        .as_str()
+        .unwrap()
+        .starts_with("00-"));
+    assert_eq!(update["session_id"], format!("customer.{kari}"));
+    assert_eq!(update["subject"], "update");
+    assert_eq!(update["content_type"], "application/json");
+    assert_eq!(update["delivery_count"], 0);
+    println!(
+        "one message as the official SDK received it:\n{}",
+        serde_json::to_string_pretty(update).unwrap()
+    );
+    // Exactly once: nothing more on the subscription.
+    assert_eq!(
+        e.emulator
+            .counts("api.event.customer/Subscriptions/crm-sync")
+            .unwrap()
+            .active,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_deliver_each_entity_in_order() {
+    let e = E2e::start("").await;
+    e.poll("customer_contact").await;
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            e.sim.insert(
+                "customer_contact",
+                json!({"first_name": format!("S{i}"), "last_name": "v0"}),
+            )
+        })
+        .collect();
+    e.sim.advance(Duration::from_secs(5));
+    e.poll("customer_contact").await;
+    for v in 1..=3 {
+        e.sim.advance(Duration::from_secs(5));
+        for id in &ids {
+            e.sim.update(
+                "customer_contact",
+                id,
+                json!({"last_name": format!("v{v}")}),
+            );
+        }
+        e.poll("customer_contact").await;
+    }
+    e.publisher().drain().await.unwrap();
+    let got = subscriber(
+        &e.connection(),
+        &[
+            "receive",
+            "--topic",
+            "api.event.customer",
+            "--subscription",
+            "ordered",
+            "--count",
+            "12",
+            "--sessions",
+            "--wait",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(got.len(), 12);
+    let mut per_session: HashMap<String, Vec<String>> = HashMap::new();
+    for m in &got {
+        let last = m["application_properties"]["LastName"]["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        per_session
+            .entry(m["session_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(last);
+    }
+    assert_eq!(per_session.len(), 3);
+    for (session, versions) in per_session {
+        assert_eq!(versions, ["v0", "v1", "v2", "v3"], "order within {session}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_bus_down_loses_nothing_and_doubles_nothing() {
+    let mut e = E2e::start("").await;
+    e.poll("customer_contact").await;
+    e.sim.advance(Duration::from_secs(5));
+    for i in 0..5 {
+        e.sim.insert(
+            "customer_contact",
+            json!({"first_name": format!("D{i}"), "last_name": "X"}),
+        );
+    }
+    e.poll("customer_contact").await;
+    e.publisher().drain().await.unwrap();
+    e.emulator.stop().await;
+    e.sim.advance(Duration::from_secs(5));
+    for i in 5..9 {
+        e.sim.insert(
+            "customer_contact",
+            json!({"first_name": format!("D{i}"), "last_name": "X"}),
+        );
+    }
+    let r = e.poll("customer_contact").await;
+    assert_eq!(r.created, 4, "polling goes on while Service Bus is down");
+    let err = e.publisher().drain().await.unwrap_err().to_string();
+    assert!(err.contains("messages stay in the outbox"), "{err}");
+    assert_eq!(e.store.outbox_stats().await.unwrap().depth, 4);
+    // Service Bus comes back (an empty in-memory broker, like a fresh namespace).
+    e.emulator.restart().await.unwrap();
+    let flushed = e.publisher().flush(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(flushed, 0, "the outbox drains once Service Bus is back");
+    let got = subscriber(
+        &e.connection(),
+        &[
+            "receive",
+            "--topic",
+            "api.event.customer",
+            "--subscription",
+            "crm-sync",
+            "--count",
+            "4",
+            "--wait",
+            "3",
+        ],
+    )
+    .await;
+    let names: HashSet<String> = got
+        .iter()
+        .map(|m| {
+            m["application_properties"]["FirstName"]["value"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["D5", "D6", "D7", "D8"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert_eq!(
+        e.emulator
+            .counts("api.event.customer/Subscriptions/crm-sync")
+            .unwrap()
+            .active,
+        0,
+        "none twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_properties_follow_the_truncation_rule() {
+    let e = E2e::start("").await;
+    e.poll("customer_contact").await;
+    e.sim.advance(Duration::from_secs(5));
+    let id = e.sim.insert(
+        "customer_contact",
+        json!({"first_name": "F".repeat(40 * 1024), "last_name": "L".repeat(30 * 1024), "email": "e".repeat(30 * 1024), "active": "true"}),
+    );
+    e.poll("customer_contact").await;
+    e.publisher().drain().await.unwrap();
+    let got = subscriber(
+        &e.connection(),
+        &[
+            "receive",
+            "--topic",
+            "api.event.customer",
+            "--subscription",
+            "crm-sync",
+            "--count",
+            "1",
+            "--wait",
+            "5",
+        ],
+    )
+    .await;
+    let m = &got[0];
+    assert_eq!(m["body"]["id"], id);
+    assert_eq!(
+        m["body"]["changedFields"],
+        "FirstName,LastName,Email,Active"
+    );
+    // FirstName is over 32 KB; LastName and Email tie at 30 KB and the later one goes.
+    assert_eq!(
+        m["application_properties"]["pollbus-truncated-fields"]["value"],
+        "FirstName,Email"
+    );
+    assert_eq!(
+        m["application_properties"]["LastName"]["value"]
+            .as_str()
+            .unwrap()
+            .len(),
+        30 * 1024
+    );
+    assert_eq!(m["application_properties"]["Active"]["value"], "true");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_is_a_clear_error_and_other_topics_are_unaffected() {
+    let e = E2e::start("").await;
+    for table in ["customer_contact", "customer_account", "core_company"] {
+        e.poll(table).await;
+    }
+    e.sim.advance(Duration::from_secs(5));
+    e.sim.insert("customer_account", json!({"name": "Acme AS"}));
+    e.sim.insert("core_company", json!({"name": "No Topic AS"}));
+    e.poll("customer_account").await;
+    e.poll("core_company").await;
+    let report = e.publisher().drain().await.unwrap();
+    assert_eq!((report.published, report.dead), (1, 1), "{report:?}");
+    let dead = e.store.dead_letters(10).await.unwrap();
+    assert_eq!(dead[0].message.topic, "api.event.company");
+    assert!(
+        dead[0].reason.contains("topic api.event.company not found"),
+        "{}",
+        dead[0].reason
+    );
+    let got = subscriber(
+        &e.connection(),
+        &[
+            "receive",
+            "--topic",
+            "api.event.account",
+            "--subscription",
+            "all",
+            "--count",
+            "1",
+            "--wait",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(got[0]["body"]["type"], "account");
+}
+
+async fn pollbus_bin(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pollbus"))
+        .arg("dlq")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_peek_resubmit_and_purge_what_a_subscriber_dead_lettered() {
+    let e = E2e::start("").await;
+    e.poll("customer_contact").await;
+    e.sim.advance(Duration::from_secs(5));
+    for i in 0..3 {
+        e.sim.insert(
+            "customer_contact",
+            json!({"first_name": format!("Å{i}"), "last_name": "X"}),
+        );
+    }
+    e.poll("customer_contact").await;
+    e.publisher().drain().await.unwrap();
+    subscriber(
+        &e.connection(),
+        &[
+            "deadletter",
+            "--topic",
+            "api.event.customer",
+            "--subscription",
+            "errors",
+            "--count",
+            "3",
+            "--reason",
+            "SchemaMismatch",
+            "--description",
+            "unknown field Vip",
+            "--wait",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(
+        e.emulator
+            .counts("api.event.customer/Subscriptions/errors")
+            .unwrap()
+            .dead_letter,
+        3
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dlq.toml");
+    std::fs::write(&path, format!("[sink]\nkind = \"servicebus\"\nconnection_string = \"{}\"\n\n[[sources]]\nname = \"d\"\nkind = \"demo\"\nsource_system = \"X\"\nresources = [{{ name = \"c\", entity = \"customer\", fields = {{ A = \"a\" }} }}]\n", e.connection())).unwrap();
+    let args = ["--topic", "api.event.customer", "--subscription", "errors"];
+
+    let (code, out, err) = pollbus_bin(
+        &path,
+        &[&["peek"][..], &args[..], &["--count", "5"][..]].concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.matches("reason \"SchemaMismatch\" description \"unknown field Vip\"")
+            .count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.contains("\"firstName\"") || out.contains("\"changedFields\""),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("3 dead-lettered message(s) shown from api.event.customer/errors\n"),
+        "{out}"
+    );
+    assert_eq!(
+        e.emulator
+            .counts("api.event.customer/Subscriptions/errors")
+            .unwrap()
+            .dead_letter,
+        3,
+        "peek leaves them"
+    );
+
+    let (code, out, _) = pollbus_bin(
+        &path,
+        &[
+            &["resubmit"][..],
+            &args[..],
+            &["--count", "1", "--dry-run"][..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        out.ends_with(
+            "would resubmit 1 message(s) from api.event.customer/errors to api.event.customer\n"
+        ),
+        "{out}"
+    );
+    let (code, out, err) = pollbus_bin(
+        &path,
+        &[&["resubmit"][..], &args[..], &["--count", "3"][..]].concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.ends_with(
+            "resubmitted 3 message(s) from api.event.customer/errors to api.event.customer\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        e.emulator
+            .counts("api.event.customer/Subscriptions/errors")
+            .unwrap()
+            .dead_letter,
+        0
+    );
+    // The resubmitted messages reach the topic's subscriptions again; this subscriber fails them again.
+    let again = subscriber(
+        &e.connection(),
+        &[
+            "deadletter",
+            "--topic",
+            "api.event.customer",
+            "--subscription",
+            "errors",
+            "--count",
+            "3",
+            "--reason",
+            "StillBroken",
+            "--description",
+            "again",
+            "--wait",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(again.len(), 3);
+    let (code, out, _) = pollbus_bin(&path, &[&["peek"][..], &args[..]].concat()).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("reason \"StillBroken\"").count(), 3, "{out}");
+
+    let (code, out, _) = pollbus_bin(
+        &path,
+        &[
+            &["purge"][..],
+            &args[..],
+            &["--older-than", "1h", "--dry-run"][..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        out.ends_with("would delete 0 message(s) from api.event.customer/errors\n"),
+        "{out}"
+    );
+    let (code, out, _) = pollbus_bin(&path, &[&["purge"][..], &args[..]].concat()).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.ends_with("deleted 3 message(s) from api.event.customer/errors\n"),
+        "{out}"
+    );
+    assert_eq!(
+        e.emulator
+            .counts("api.event.customer/Subscriptions/errors")
+            .unwrap()
+            .dead_letter,
+        0
+    );
+
+    let (code, _, err) = pollbus_bin(
+        &path,
+        &["peek", "--topic", "api.event.nope", "--subscription", "x"],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("api.event.nope"), "{err}");
+}
