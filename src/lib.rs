@@ -15,6 +15,7 @@ pub mod contract;
 pub mod daemon;
 pub mod detect;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod outbox;
 pub mod plan;
