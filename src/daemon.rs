@@ -18,8 +18,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::admin::{AdminServer, Readiness};
 use crate::clock::Clock;
 use crate::config::{Config, SourceConfig};
+use crate::metrics::Metrics;
 use crate::outbox::Publisher;
 use crate::poll::{PollError, PollReport, Poller};
 use crate::sink::Sink;
@@ -40,6 +42,9 @@ pub enum StartError {
     /// The sink.
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkBuildError),
+    /// The admin server could not start.
+    #[error("admin server: {0}")]
+    Admin(String),
     /// `--resource` named nothing.
     #[error(
         "no resource named {0:?} (use RESOURCE or SOURCE/RESOURCE as `pollbus check` lists them)"
@@ -64,6 +69,8 @@ pub struct App {
     fenced: Vec<Arc<FencedStore>>,
     leases: Arc<LeaseKeeper>,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
 }
 
 impl App {
@@ -148,6 +155,8 @@ impl App {
             fenced,
             leases,
             wake,
+            metrics: Arc::new(Metrics::new()),
+            ready: Arc::new(Readiness::default()),
         })
     }
 
@@ -167,6 +176,12 @@ impl App {
             self.sink.clone(),
             self.config.outbox.clone(),
         )
+        .with_metrics(self.metrics.clone())
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn selected(&self, filter: Option<&str>) -> Result<Vec<FencedPoller>, StartError> {
@@ -241,7 +256,7 @@ impl App {
                 continue;
             };
             fenced.set_fence(Some(fence));
-            let result = poll_logged(&poller, &stop).await;
+            let result = poll_logged(&poller, &stop, &self.metrics).await;
             fenced.set_fence(None);
             match result {
                 Ok(report) => total.add(&report),
@@ -255,6 +270,46 @@ impl App {
 
     /// Runs until `stop` is cancelled, then stops gracefully. Returns the outbox rows left.
     pub async fn run(&self, stop: CancellationToken) -> Result<u64, StartError> {
+        let admin_stop = CancellationToken::new();
+        if self.config.admin.enabled {
+            let server = AdminServer::bind(
+                self.config.admin.listen,
+                self.metrics.clone(),
+                self.ready.clone(),
+            )
+            .await
+            .map_err(|e| {
+                StartError::Admin(format!(
+                    "cannot listen on {}: {e}",
+                    self.config.admin.listen
+                ))
+            })?;
+            let addr = server
+                .local_addr()
+                .map_err(|e| StartError::Admin(e.to_string()))?;
+            tracing::info!(%addr, "admin server: /live /ready /metrics");
+            tokio::spawn(server.serve(admin_stop.clone()));
+        }
+        self.ready.store_ready();
+        {
+            let sink = self.sink.clone();
+            let ready = self.ready.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut wait = Duration::from_millis(500);
+                loop {
+                    match sink.connect().await {
+                        Ok(()) => return ready.sink_ready(),
+                        Err(e) => tracing::warn!(error = %e, "sink not connected yet; not ready"),
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+            });
+        }
         let polls_stop = stop.child_token();
         let publisher_stop = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
@@ -275,7 +330,8 @@ impl App {
             };
             let stop = polls_stop.clone();
             let interval = poller_interval(&self.config, &poller);
-            tasks.spawn(async move { resource_loop(poller, lease, interval, stop).await });
+            let metrics = self.metrics.clone();
+            tasks.spawn(async move { resource_loop(poller, lease, interval, stop, metrics).await });
         }
         let publisher = Arc::new(self.publisher());
         let publisher_task = {
@@ -290,6 +346,7 @@ impl App {
             "pollbus running"
         );
         stop.cancelled().await;
+        self.ready.stopping();
         let grace = self.config.shutdown_grace;
         let started = tokio::time::Instant::now();
         tracing::info!(grace = ?grace, "stopping: finishing in-flight pages, then flushing the outbox");
@@ -308,6 +365,8 @@ impl App {
         let left = publisher
             .flush(grace.saturating_sub(started.elapsed()))
             .await?;
+        publisher.record_depth().await;
+        admin_stop.cancel();
         tracing::info!(outbox_left = left, "stopped");
         Ok(left)
     }
@@ -323,7 +382,11 @@ fn poller_interval(config: &Config, poller: &Poller) -> (Duration, Duration) {
         .unwrap_or((Duration::from_secs(60), Duration::ZERO))
 }
 
-async fn poll_logged(poller: &Poller, stop: &CancellationToken) -> Result<PollReport, PollError> {
+async fn poll_logged(
+    poller: &Poller,
+    stop: &CancellationToken,
+    metrics: &Metrics,
+) -> Result<PollReport, PollError> {
     let trace = crate::contract::TraceContext::random();
     let span = tracing::info_span!(
         "poll",
@@ -334,6 +397,18 @@ async fn poll_logged(poller: &Poller, stop: &CancellationToken) -> Result<PollRe
     async {
         let started = std::time::Instant::now();
         let result = poller.poll(&trace, stop).await;
+        let (source, resource) = (&poller.resource.source, &poller.resource.name);
+        match &result {
+            Ok(r) => metrics.poll(source, resource, r, started.elapsed().as_secs_f64()),
+            Err(_) => metrics.poll_failed(source, resource, started.elapsed().as_secs_f64()),
+        }
+        let key = ResourceKey::new(source, resource);
+        if let Ok(Some(state)) = poller.store.resource_state(&key).await {
+            if let Some(cursor) = state.cursor {
+                let lag = (poller.clock.now() - cursor).num_seconds().max(0);
+                metrics.cursor_lag.with_label_values(&[source, resource]).set(lag);
+            }
+        }
         match &result {
             Ok(r) => tracing::info!(
                 pages = r.pages,
@@ -371,6 +446,7 @@ async fn resource_loop(
     lease: LeaseSlot,
     (interval, jitter): (Duration, Duration),
     stop: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
     let key = ResourceKey::new(&poller.resource.source, &poller.resource.name);
     let mut held = lease.leases.subscribe();
@@ -384,7 +460,7 @@ async fn resource_loop(
             continue;
         };
         lease.fenced.set_fence(Some(fence));
-        let _ = poll_logged(&poller, &stop).await;
+        let _ = poll_logged(&poller, &stop, &metrics).await;
         lease.fenced.set_fence(None);
         let extra = if jitter.is_zero() {
             Duration::ZERO

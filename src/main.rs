@@ -18,6 +18,7 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    pollbus::sink::servicebus::ensure_crypto_provider();
     let path = match &cli.command {
         Command::Run { config }
         | Command::PollOnce { config, .. }

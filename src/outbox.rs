@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::OutboxConfig;
 use crate::contract::Message;
+use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
 use crate::store::{OutboxRow, Store, StoreError};
 
@@ -46,6 +47,7 @@ pub struct Publisher {
     store: Arc<dyn Store>,
     sink: Arc<dyn Sink>,
     config: OutboxConfig,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Publisher {
@@ -55,6 +57,25 @@ impl Publisher {
             store,
             sink,
             config,
+            metrics: None,
+        }
+    }
+
+    /// Records published, failed and dead-lettered messages and the outbox depth in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Refreshes the outbox gauges.
+    pub async fn record_depth(&self) {
+        if let (Some(m), Ok(stats)) = (&self.metrics, self.store.outbox_stats().await) {
+            m.outbox_depth.set(stats.depth as i64);
+            let age = stats
+                .oldest
+                .map(|t| (chrono::Utc::now() - t).num_seconds().max(0))
+                .unwrap_or(0);
+            m.outbox_oldest_age.set(age);
         }
     }
 
@@ -96,7 +117,23 @@ impl Publisher {
     ) -> Result<(), DrainError> {
         let messages: Vec<Message> = rows.iter().map(|r| r.message.clone()).collect();
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        match self.sink.publish(topic, &messages).await {
+        let started = std::time::Instant::now();
+        let outcome = self.sink.publish(topic, &messages).await;
+        if let Some(m) = &self.metrics {
+            m.publish_duration.observe(started.elapsed().as_secs_f64());
+            match &outcome {
+                Ok(()) => m
+                    .published
+                    .with_label_values(&[topic])
+                    .inc_by(seqs.len() as u64),
+                Err(SinkError::Transient { .. }) => m
+                    .publish_failures
+                    .with_label_values(&[topic])
+                    .inc_by(seqs.len() as u64),
+                Err(SinkError::Rejected { .. }) => {}
+            }
+        }
+        match outcome {
             Ok(()) => {
                 self.store.outbox_ack(&seqs).await?;
                 report.published += seqs.len() as u64;
@@ -131,6 +168,11 @@ impl Publisher {
     }
 
     async fn dead(&self, row: &OutboxRow, reason: &str) -> Result<(), StoreError> {
+        if let Some(m) = &self.metrics {
+            m.dead_lettered
+                .with_label_values(&[&row.message.topic])
+                .inc();
+        }
         tracing::error!(
             topic = %row.message.topic,
             message_id = %row.message.message_id,
@@ -145,7 +187,9 @@ impl Publisher {
     pub async fn run(&self, wake: Arc<Notify>, stop: CancellationToken) {
         let mut backoff = self.backoff();
         loop {
-            let wait = match self.drain().await {
+            let drained = self.drain().await;
+            self.record_depth().await;
+            let wait = match drained {
                 Ok(report) => {
                     if report.published + report.dead > 0 {
                         tracing::info!(

@@ -311,3 +311,129 @@ fn quickstart_prints_valid_messages_quickly_and_stops_on_sigterm() {
         "state under ./data"
     );
 }
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `run` serves /live, /ready and /metrics; the counters move; SIGTERM withdraws readiness,
+/// flushes the outbox and exits 0.
+#[test]
+fn run_serves_metrics_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DEMO
+        .replace(
+            "[[sources]]",
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[sources]]",
+        )
+        .replace(
+            "source_system = \"CRM\"",
+            "source_system = \"CRM\"\ninterval = \"1s\"",
+        );
+    write_config(dir.path(), &config);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pollbus"))
+        .args(["run", "--config", "pollbus.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "pollbus exited before serving"
+        );
+        if let Some(rest) = line.split("addr=").nth(1) {
+            addr = Some(rest.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    let addr = addr.unwrap();
+    assert_eq!(http_get(&addr, "/live").0, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut metrics = String::new();
+    while Instant::now() < deadline {
+        let (status, body) = http_get(&addr, "/metrics");
+        assert_eq!(status, 200);
+        metrics = body;
+        if metric(
+            &metrics,
+            "pollbus_messages_published_total{topic=\"api.event.customer\"}",
+        ) > 0.0
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        http_get(&addr, "/ready").0,
+        200,
+        "store open and sink connected"
+    );
+    let created = metric(
+        &metrics,
+        "pollbus_changes_total{event=\"create\",resource=\"customers\",source=\"demo\"}",
+    ) + metric(
+        &metrics,
+        "pollbus_changes_total{event=\"update\",resource=\"customers\",source=\"demo\"}",
+    );
+    assert!(created > 0.0, "{metrics}");
+    assert!(
+        metric(
+            &metrics,
+            "pollbus_polls_total{outcome=\"ok\",resource=\"customers\",source=\"demo\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "pollbus_messages_published_total{topic=\"api.event.customer\"}"
+        ) > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pollbus_poll_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pollbus_cursor_lag_seconds{resource=\"customers\",source=\"demo\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pollbus_outbox_depth"), "{metrics}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let out = child.wait().unwrap();
+    assert_eq!(out.code(), Some(0), "{rest}");
+    assert!(rest.contains("outbox_left=0"), "{rest}");
+    let show = text(&pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]).stdout);
+    assert!(show.starts_with("outbox: 0 waiting"), "{show}");
+}

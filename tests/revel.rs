@@ -200,6 +200,22 @@ async fn pages_with_and_without_meta_next() {
 }
 
 #[tokio::test]
+async fn a_server_side_cap_on_limit_is_followed() {
+    for with_next in [false, true] {
+        let sim = RevelSim::start(chrono_tz::America::Los_Angeles).await;
+        sim.set_meta_next(with_next);
+        sim.set_max_limit(2);
+        for id in 1..=5 {
+            let at = t(&format!("2024-05-01T10:00:0{id}Z"));
+            sim.insert(ENTRY, id, at, timesheet(1, "Cook", None));
+        }
+        let h = harness(&sim, 100, "initial = \"emit\"").await;
+        let r = h.poll(ENTRY).await;
+        assert_eq!((r.records, r.pages), (5, 3), "with_next={with_next}: {r:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_record_updated_while_paging_is_not_skipped() {
     let sim = RevelSim::start(chrono_tz::America::Los_Angeles).await;
     for id in 1..=4 {

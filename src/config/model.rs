@@ -27,6 +27,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The admin HTTP server: `/live`, `/ready`, `/metrics`.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Several replicas on one PostgreSQL state store: leases and outbox claims.
     #[serde(default)]
     pub cluster: ClusterConfig,
@@ -255,6 +258,28 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::default(),
             filter: defaults::log_filter(),
+        }
+    }
+}
+
+/// The admin HTTP server.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Whether `run` serves it.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Address and port (`0.0.0.0:9464`; port 0 picks a free one, logged at start).
+    #[serde(default = "defaults::admin_listen")]
+    #[schemars(with = "String")]
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: defaults::admin_listen(),
         }
     }
 }
@@ -785,6 +810,9 @@ pub(crate) mod defaults {
     }
     pub fn max_attempts() -> u32 {
         6
+    }
+    pub fn admin_listen() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([0, 0, 0, 0], 9464))
     }
     pub fn send_timeout() -> Duration {
         Duration::from_secs(30)

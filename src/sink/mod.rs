@@ -42,6 +42,11 @@ pub trait Sink: Send + Sync {
     /// A short description for logs (`stdout`, `jsonl:/path`).
     fn describe(&self) -> String;
 
+    /// Connects ahead of the first message (readiness). Sinks without connections are ready.
+    async fn connect(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Checks, without sending, that each topic can be published to (`pollbus check
     /// --probe`). Sinks without topics have nothing to check.
     async fn probe(&self, _topics: &[String]) -> Vec<(String, Result<(), SinkError>)> {

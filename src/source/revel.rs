@@ -14,8 +14,9 @@
 //!   at exactly that date. A record updated while the poll pages moves behind the anchor and is
 //!   read again (the snapshot diff drops it) instead of shifting the offset over an unseen one.
 //! - The end of a listing: `meta.next` when the response has the key (null = last page);
-//!   without it (as in real captures) a page shorter than `limit`, `meta.limit = 0` (everything
-//!   in one answer) or `offset + count >= meta.total_count`.
+//!   without it (as in real captures) `meta.limit = 0` (everything in one answer),
+//!   `offset + count >= meta.total_count`, or a page shorter than the `limit` the server applied
+//!   (which may be below the one asked for).
 //! - Deletes: reconciliation only; ids are listed keyset-wise (`order_by={id}&{id}__gt=<last>`),
 //!   so a delete during the listing cannot hide another record.
 //! - Errors: any status with a JSON or text body; 429/5xx are retried by the HTTP layer.
@@ -173,12 +174,15 @@ impl RevelSource {
         let more = match meta.and_then(|m| m.as_object()).and_then(|m| m.get("next")) {
             Some(Value::String(next)) => !next.is_empty() && count > 0,
             Some(_) => false,
+            // The server may cap `limit` below what was asked: its own `limit`, `offset` and
+            // `total_count` decide when they are there.
             None => {
-                count >= u64::from(resource.page_size)
-                    && number("limit") != Some(0)
-                    && match (number("total_count"), number("offset")) {
-                        (Some(total), Some(at)) => at + count < total,
-                        _ => true,
+                count > 0
+                    && match (number("limit"), number("total_count"), number("offset")) {
+                        (Some(0), _, _) => false,
+                        (_, Some(total), Some(at)) => at + count < total,
+                        (Some(limit), _, _) => count >= limit.min(u64::from(resource.page_size)),
+                        (None, _, _) => count >= u64::from(resource.page_size),
                     }
             }
         };

@@ -51,6 +51,8 @@ struct Inner {
     zone: Tz,
     credentials: String,
     with_next: bool,
+    /// The most records one answer holds, whatever `limit` asks (0 = no cap).
+    max_limit: usize,
     /// Resource name → records by id.
     resources: BTreeMap<String, BTreeMap<i64, Record>>,
     faults: VecDeque<Fault>,
@@ -228,6 +230,9 @@ async fn list(
             }
         }
     }
+    if inner.max_limit > 0 && (limit == 0 || limit > inner.max_limit) {
+        limit = inner.max_limit;
+    }
     rows.sort_by(|a, b| {
         for key in &order_by {
             let (field, desc) = match key.strip_prefix('-') {
@@ -280,6 +285,7 @@ impl RevelSim {
             zone,
             credentials: API_AUTHENTICATION.into(),
             with_next: false,
+            max_limit: 0,
             resources: BTreeMap::new(),
             faults: VecDeque::new(),
             log: Vec::new(),
@@ -314,6 +320,11 @@ impl RevelSim {
     /// Whether `meta` carries `next`/`previous` (Tastypie default) or not (real captures).
     pub fn set_meta_next(&self, on: bool) {
         self.inner.lock().unwrap().with_next = on;
+    }
+
+    /// Caps every answer at `n` records, whatever `limit` asks (`meta.limit` says so).
+    pub fn set_max_limit(&self, n: usize) {
+        self.inner.lock().unwrap().max_limit = n;
     }
 
     /// Creates a record of `resource` at `at` (created = updated).

@@ -274,7 +274,7 @@ pub struct ServiceBusSink {
 
 /// Selects rustls's process-wide crypto provider once: the dependency graph enables both `ring`
 /// and `aws-lc-rs`, and rustls refuses to guess.
-pub(crate) fn ensure_crypto_provider() {
+pub fn ensure_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -355,7 +355,7 @@ impl ServiceBusSink {
     }
 
     /// Connects now (readiness, `check --probe`).
-    pub async fn connect(&self) -> Result<(), SinkError> {
+    pub async fn connect_now(&self) -> Result<(), SinkError> {
         let mut guard = self.link.lock().await;
         self.ensure_link(&mut guard).await.map(|_| ())
     }
@@ -615,6 +615,10 @@ impl Sink for ServiceBusSink {
 
     async fn probe(&self, topics: &[String]) -> Vec<(String, Result<(), SinkError>)> {
         self.probe_topics(topics).await
+    }
+
+    async fn connect(&self) -> Result<(), SinkError> {
+        self.connect_now().await
     }
 }
 

@@ -34,6 +34,8 @@ fn init_logs() {
 
 impl Client {
     async fn connect(emulator: &Emulator) -> Client {
+        // With both rustls providers in the build, rustls refuses to guess.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         init_logs();
         let base = format!("amqp://{}", emulator.addr());
         let connection = AmqpConnection::new();
