@@ -216,6 +216,39 @@ async fn a_server_side_cap_on_limit_is_followed() {
 }
 
 #[tokio::test]
+async fn an_api_ignoring_filters_stops_the_poll_instead_of_looping() {
+    let sim = RevelSim::start(chrono_tz::America::Los_Angeles).await;
+    for id in 1..=5 {
+        let at = t(&format!("2024-05-01T10:00:0{id}Z"));
+        sim.insert(ENTRY, id, at, timesheet(1, "Cook", None));
+    }
+    let h = harness(&sim, 2, "").await;
+    sim.ignore_filters();
+    let poll = tokio::time::timeout(std::time::Duration::from_secs(30), h.try_poll(ENTRY));
+    let err = poll
+        .await
+        .expect("no endless paging")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the API ignored updated_date__gte=2024-05-01T03:00:03"),
+        "{err}"
+    );
+    assert_eq!(
+        h.cursor(ENTRY).await,
+        Some(t("2024-05-01T10:00:03Z")),
+        "the pages before are kept"
+    );
+    // The id listing has the same guard (reconciliation runs after a successful poll).
+    let listing = h.source.list_ids(&h.resource(ENTRY), Some("2")).await;
+    let err = listing.unwrap_err().to_string();
+    assert!(
+        err.contains("the API ignored id__gt=2 (id 1 came back)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_record_updated_while_paging_is_not_skipped() {
     let sim = RevelSim::start(chrono_tz::America::Los_Angeles).await;
     for id in 1..=4 {

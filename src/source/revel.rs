@@ -80,6 +80,31 @@ pub fn filter_start(since: DateTime<Utc>, zone: &Zone) -> DateTime<Utc> {
     }
 }
 
+/// A page asked from an anchor must not start before it; if it does, the API ignored the
+/// `{updated}__gte` filter and paging would go round in circles.
+fn ignored_filter_guard(
+    resource: &Resource,
+    anchor: &str,
+    records: &[Value],
+) -> Result<(), SourceError> {
+    let parse = |text: &str| resource.reader.updated_format.parse(text).ok().flatten();
+    let first = records
+        .first()
+        .and_then(|r| resource.reader.updated.get(r))
+        .and_then(Value::as_str);
+    match (first.and_then(parse), parse(anchor)) {
+        (Some(first_at), Some(anchor_at)) if first_at < anchor_at => Err(SourceError::Vendor {
+            resource: resource.key(),
+            message: format!(
+                "the API ignored {}__gte={anchor} (a record updated {} came back); stopping rather than paging in circles",
+                resource.reader.updated.as_str(),
+                first.unwrap_or_default()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Continuation token: `<records seen at the anchor>|<anchor as Revel wrote it>`; an empty
 /// anchor pages from the poll's own filter.
 fn parse_token(token: Option<&str>) -> (u64, Option<&str>) {
@@ -237,6 +262,9 @@ impl Source for RevelSource {
             (format!("{updated}__gte"), gte.clone()),
         ];
         let listing = self.list(resource, &params, seen).await?;
+        if let Some(anchor) = anchor {
+            ignored_filter_guard(resource, anchor, &listing.records)?;
+        }
         let next = if listing.more {
             let raw = |r: &Value| {
                 resource
@@ -296,6 +324,20 @@ impl Source for RevelSource {
             .iter()
             .filter_map(|r| resource.reader.id.get(r).and_then(id_text))
             .collect();
+        if let (Some(last), Some(first)) = (token, ids.first()) {
+            let after = match (first.parse::<i64>(), last.parse::<i64>()) {
+                (Ok(a), Ok(b)) => a > b,
+                _ => first.as_str() > last,
+            };
+            if !after {
+                return Err(SourceError::Vendor {
+                    resource: resource.key(),
+                    message: format!(
+                        "the API ignored {id}__gt={last} (id {first} came back); ids cannot be listed safely, so deletes are not reconciled"
+                    ),
+                });
+            }
+        }
         let next = if listing.more {
             ids.last().cloned()
         } else {

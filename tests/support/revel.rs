@@ -51,6 +51,8 @@ struct Inner {
     zone: Tz,
     credentials: String,
     with_next: bool,
+    /// Filters (`field__op=`) are ignored, as an API would for a field it cannot filter on.
+    ignore_filters: bool,
     /// The most records one answer holds, whatever `limit` asks (0 = no cap).
     max_limit: usize,
     /// Resource name → records by id.
@@ -213,6 +215,7 @@ async fn list(
             "limit" => limit = value.parse().unwrap_or(20),
             "offset" => offset = value.parse().unwrap_or(0),
             "order_by" => order_by = value.split(',').map(str::to_string).collect(),
+            _ if inner.ignore_filters => {}
             _ => {
                 let (field, op) = key.rsplit_once("__").unwrap_or((key.as_str(), "exact"));
                 rows.retain(|row| {
@@ -286,6 +289,7 @@ impl RevelSim {
             credentials: API_AUTHENTICATION.into(),
             with_next: false,
             max_limit: 0,
+            ignore_filters: false,
             resources: BTreeMap::new(),
             faults: VecDeque::new(),
             log: Vec::new(),
@@ -320,6 +324,11 @@ impl RevelSim {
     /// Whether `meta` carries `next`/`previous` (Tastypie default) or not (real captures).
     pub fn set_meta_next(&self, on: bool) {
         self.inner.lock().unwrap().with_next = on;
+    }
+
+    /// Ignores every filter from now on.
+    pub fn ignore_filters(&self) {
+        self.inner.lock().unwrap().ignore_filters = true;
     }
 
     /// Caps every answer at `n` records, whatever `limit` asks (`meta.limit` says so).
