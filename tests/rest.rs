@@ -116,9 +116,18 @@ async fn contacts(
     response
 }
 
+/// An API whose `$next` always names the same page.
+async fn endless() -> Response {
+    axum::Json(json!({"$next": "/loop?page=2", "$items": [
+        {"id": "c1", "name": "A", "created_at": "2024-05-01T10:00:00Z", "updated_at": "2024-05-01T10:00:00Z"}
+    ]}))
+    .into_response()
+}
+
 async fn start(api: Shared) -> String {
     let app = Router::new()
         .route("/v3.1/contacts", get(contacts))
+        .route("/v3.1/loop", get(endless))
         .with_state(api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -350,6 +359,35 @@ async fn bad_bodies_and_refused_auth_keep_the_cursor() {
 
     let r = h.poll("customers").await;
     assert_eq!(r.updated, 1, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_next_page_naming_itself_stops_the_poll() {
+    let base = start(Shared::default()).await;
+    let text = config(
+        &base,
+        10,
+        r#"{ kind = "next-url", pointer = "/$next" }"#,
+        "",
+        "",
+    )
+    .replace("url = \"/contacts?", "url = \"/loop?");
+    let h = VendorHarness::new(&text, t("2024-06-01T12:00:00Z")).await;
+    let poll = tokio::time::timeout(std::time::Duration::from_secs(30), h.try_poll("customers"));
+    let err = poll
+        .await
+        .expect("no endless paging")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the next page \"/loop?page=2\" is the page just read"),
+        "{err}"
+    );
+    assert_eq!(
+        h.cursor("customers").await,
+        None,
+        "unordered: no cursor before the last page"
+    );
 }
 
 #[test]

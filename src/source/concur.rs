@@ -46,6 +46,21 @@ struct Listing {
     requests: u32,
 }
 
+/// A `NextPage` equal to the page just read would be requested forever.
+pub(crate) fn same_page_guard(
+    resource: &Resource,
+    current: Option<&str>,
+    next: Option<&str>,
+) -> Result<(), SourceError> {
+    match (current, next) {
+        (Some(current), Some(next)) if current == next => Err(SourceError::Vendor {
+            resource: resource.key(),
+            message: format!("the next page {next:?} is the page just read; stopping rather than paging in circles"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn id_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -177,6 +192,7 @@ impl Source for ConcurSource {
             }
         };
         let listing = self.list(resource, url).await?;
+        same_page_guard(resource, token, listing.next.as_deref())?;
         Ok(Page {
             records: listing.records,
             next: listing.next,
@@ -198,6 +214,7 @@ impl Source for ConcurSource {
             None => self.first_url(resource, &[]).await?,
         };
         let listing = self.list(resource, url).await?;
+        same_page_guard(resource, token, listing.next.as_deref())?;
         let ids = listing
             .records
             .iter()

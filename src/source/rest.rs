@@ -237,6 +237,12 @@ impl RestSource {
                 .find_map(link_next)
                 .filter(|_| !records.is_empty()),
         };
+        if matches!(
+            rest.paging,
+            RestPaging::NextUrl { .. } | RestPaging::LinkHeader
+        ) {
+            super::concur::same_page_guard(resource, token, next.as_deref())?;
+        }
         Ok(Page {
             records,
             next,
