@@ -182,6 +182,31 @@ async fn rotated_refresh_tokens_survive_a_restart_and_follow_the_geolocation() {
 }
 
 #[tokio::test]
+async fn an_explicit_token_url_is_kept_after_the_geolocation_is_known() {
+    let sim = ConcurSim::start("refresh-0").await;
+    sim.insert(A, t("2024-05-01T10:00:00Z"), report("Canadian Tax", 1900.0));
+    let text = config(sim.login_url(), 100).replace(
+        "auth = { kind = \"oauth2\",",
+        &format!(
+            "auth = {{ kind = \"oauth2\", token_url = \"{}/oauth2/v0/token\",",
+            sim.login_url()
+        ),
+    );
+    let h = VendorHarness::new(&text, t("2024-06-01T12:00:00Z")).await;
+    h.poll(REPORTS).await;
+    h.advance(chrono::Duration::hours(2));
+    h.poll(REPORTS).await;
+    assert_eq!(
+        sim.token_requests(),
+        [
+            token("login", "refresh-0", 200),
+            token("login", "refresh-1", 200)
+        ]
+    );
+    assert!(sim.api_requests().iter().all(|(host, _)| *host == "geo"));
+}
+
+#[tokio::test]
 async fn invalid_grant_stops_the_source_with_a_re_authorize_error() {
     let sim = ConcurSim::start("refresh-0").await;
     sim.insert(A, t("2024-05-01T10:00:00Z"), report("Canadian Tax", 1900.0));

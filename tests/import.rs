@@ -295,6 +295,33 @@ fn seed_003_concur_with_and_without_strings() {
 }
 
 #[test]
+fn servicenow_with_basic_auth() {
+    let json = r#"{"element": {"key": "servicenow"}, "name": "Help desk",
+        "configuration": {"username": "integration", "password": "S3cret!pw", "servicenow.subdomain": "acme",
+        "event.poller.refresh_interval": 5,
+        "event.poller.configuration": {"contacts": {"url": "/hubs/helpdesk/contacts?where=sys_updated_on>'${gmtDate:yyyy-MM-dd'T'HH:mm:ss}'", "idField": "sys_id"}}}}"#;
+    let imported = pollbus::import::cloud_elements(json, "x.json").unwrap();
+    assert!(!imported.toml.contains("S3cret!pw"), "{}", imported.toml);
+    let config = Config::parse(&imported.toml, "x").unwrap();
+    let s = &config.sources[0];
+    assert_eq!(
+        (s.name.as_str(), s.kind),
+        ("help_desk", SourceKind::Servicenow)
+    );
+    assert_eq!(s.base_url.as_deref(), Some("https://acme.service-now.com"));
+    assert_eq!(s.interval, std::time::Duration::from_secs(300));
+    let AuthConfig::Basic { username, password } = &s.auth else {
+        panic!("basic auth expected")
+    };
+    assert_eq!(username, "integration");
+    assert_eq!(
+        password.reference().to_string(),
+        "${env:HELP_DESK_PASSWORD}"
+    );
+    assert_eq!(s.resources[0].name, "sys_user");
+}
+
+#[test]
 fn unsupported_input_is_refused_with_the_path() {
     let cases = [
         (
