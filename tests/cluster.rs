@@ -111,6 +111,9 @@ lease_ttl = "2s"
 claim_timeout = "2s"
 replica_id = "{replica}"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [outbox]
 backoff_min = "50ms"
 backoff_max = "200ms"

@@ -220,6 +220,7 @@ async fn every_change_arrives_once_exactly_as_the_contract_says() {
         &kari,
         json!({"last_name": "Strøm — 東京"}),
     );
+    e.sim.advance(Duration::from_secs(1));
     e.sim
         .update("customer_contact", &bjorn, json!({"active": "false"}));
     let r = e.poll("customer_contact").await;

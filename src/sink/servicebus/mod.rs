@@ -599,9 +599,10 @@ impl Sink for ServiceBusSink {
                 }
             }
             Err(SinkError::Rejected { .. }) => {
-                // A refused link is gone; forget its sender.
-                if let Some(link) = guard.as_mut() {
-                    link.senders.remove(topic);
+                // A refused link may leave the session in doubt: start over on a fresh
+                // connection (refusals are rare; a reconnect is cheap).
+                if let Some(link) = guard.take() {
+                    let _ = link.connection.close().await;
                 }
             }
             Ok(()) => {}
