@@ -110,9 +110,11 @@ impl App {
         build: &SourceBuilder,
     ) -> Result<App, StartError> {
         let wake = Arc::new(Notify::new());
+        let metrics = Arc::new(Metrics::new());
         let ctx = SourceContext {
             clock: clock.clone(),
             store: store.clone(),
+            metrics: Some(metrics.clone()),
         };
         let mut pollers = Vec::new();
         let mut fenced = Vec::new();
@@ -155,7 +157,7 @@ impl App {
             fenced,
             leases,
             wake,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             ready: Arc::new(Readiness::default()),
         })
     }

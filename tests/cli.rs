@@ -437,3 +437,68 @@ fn run_serves_metrics_and_stops_cleanly_on_sigterm() {
     let show = text(&pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]).stdout);
     assert!(show.starts_with("outbox: 0 waiting"), "{show}");
 }
+
+/// A second SIGTERM exits at once (130) even while the outbox flush is still retrying, and
+/// the state stays consistent: the unsent messages wait in the outbox for the next start.
+#[test]
+fn a_second_signal_exits_at_once_without_losing_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "shutdown_grace = \"60s\"\n{}",
+        DEMO.replace(
+            "[sink]\nkind = \"jsonl\"\npath = \"./out/messages.jsonl\"",
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[sink]\nkind = \"servicebus\"\nconnection_string = \"Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true\"",
+        )
+    );
+    write_config(dir.path(), &config);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pollbus"))
+        .args(["run", "--config", "pollbus.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut seen = String::new();
+    while !line.contains("outbox publication paused") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "exited early:\n{seen}"
+        );
+        seen.push_str(&line);
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    while !line.contains("stopping: finishing in-flight pages") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "exited early:\n{seen}"
+        );
+        seen.push_str(&line);
+    }
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    let show = text(&pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]).stdout);
+    let waiting: u64 = show
+        .strip_prefix("outbox: ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        waiting > 0,
+        "the undelivered messages wait for the next start: {show}"
+    );
+}

@@ -153,6 +153,7 @@ impl E2e {
             &SourceContext {
                 clock: clock.clone(),
                 store: store.clone(),
+                metrics: None,
             },
         )
         .unwrap();

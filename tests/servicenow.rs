@@ -79,6 +79,7 @@ impl Harness {
             &SourceContext {
                 clock: clock.clone(),
                 store: store.clone(),
+                metrics: None,
             },
         )
         .unwrap();
@@ -106,6 +107,7 @@ impl Harness {
             &SourceContext {
                 clock: self.clock.clone(),
                 store: self.store.clone(),
+                metrics: None,
             },
         )
         .unwrap();
@@ -791,4 +793,157 @@ source_system = "SN"
         !err.contains("fields.Ok"),
         "dot-walked reference fields are allowed: {err}"
     );
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Runs the real binary with distinctive secrets at debug level, JSON logs and the admin
+/// server, through a successful run and a failed login, and greps every byte it produced
+/// (logs, errors, metrics, messages) for the secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs_errors_metrics_or_messages() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    const PASSWORD: &str = "Pw-7c1f9e-never-print";
+    const CLIENT_SECRET: &str = "Cs-42ab77-never-print";
+    let sim = ServiceNowSim::start_with(sim::servicenow::SimConfig {
+        users: vec![("admin".into(), PASSWORD.into())],
+        oauth_clients: vec![("pollbus".into(), CLIENT_SECRET.into())],
+        ..Default::default()
+    })
+    .await;
+    sim.insert(
+        "customer_contact",
+        json!({"first_name": "Secret", "last_name": "Keeper"}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+format = "json"
+filter = "debug"
+[sink]
+kind = "jsonl"
+path = "out.jsonl"
+[[sources]]
+name = "sn"
+kind = "servicenow"
+base_url = "{}"
+source_system = "ServiceNow"
+interval = "1s"
+auth = {{ kind = "oauth2", grant = "password", client_id = "pollbus", client_secret = "${{env:SN_CLIENT_SECRET}}", username = "admin", password = "${{env:SN_PASSWORD}}" }}
+  [[sources.resources]]
+  name = "customer_contact"
+  entity = "customer"
+  fields = {{ FirstName = "first_name" }}
+  initial = "emit"
+"#,
+        sim.base_url()
+    );
+    std::fs::write(dir.path().join("pollbus.toml"), config).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pollbus"))
+        .args(["run", "--config", "pollbus.toml"])
+        .current_dir(dir.path())
+        .env("SN_PASSWORD", PASSWORD)
+        .env("SN_CLIENT_SECRET", CLIENT_SECRET)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut all = String::new();
+    let mut addr = None;
+    while addr.is_none() {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).await.unwrap() > 0,
+            "pollbus exited early:\n{all}"
+        );
+        if line.contains("admin server") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            addr = v["addr"].as_str().map(str::to_string);
+        }
+        all.push_str(&line);
+    }
+    let addr = addr.unwrap();
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http_get(&addr, "/metrics");
+        if metrics.contains("pollbus_messages_published_total{topic=\"api.event.customer\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics.contains("pollbus_token_refreshes_total{source=\"sn\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pollbus_http_requests_total{source=\"sn\",status=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(tokio::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .await
+        .unwrap()
+        .success());
+    err.read_to_string(&mut all).await.unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    assert_eq!(child.wait().await.unwrap().code(), Some(0), "{all}");
+    // A failed login: the error paths print the token endpoint's answer, never the secret.
+    sim.expire_all_tokens();
+    let failed = tokio::process::Command::new(env!("CARGO_BIN_EXE_pollbus"))
+        .args(["poll-once", "--config", "pollbus.toml"])
+        .current_dir(dir.path())
+        .env("SN_PASSWORD", format!("{PASSWORD}-wrong"))
+        .env("SN_CLIENT_SECRET", CLIENT_SECRET)
+        .env("RUST_LOG", "trace")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let failed_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&failed.stdout),
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert!(
+        failed_text.contains("refused the password grant"),
+        "{failed_text}"
+    );
+    let messages = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert!(
+        all.contains("\"message\":\"poll done\""),
+        "JSON logs with the poll: {all}"
+    );
+    for (what, text) in [
+        ("logs", &all),
+        ("stdout", &out),
+        ("metrics", &metrics),
+        ("failed run", &failed_text),
+        ("messages", &messages),
+    ] {
+        assert!(
+            !text.contains(PASSWORD) && !text.contains(CLIENT_SECRET),
+            "a secret leaked into the {what}"
+        );
+    }
 }

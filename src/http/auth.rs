@@ -181,6 +181,8 @@ pub struct OAuth2 {
     failure: Mutex<Option<Failure>>,
     /// Counts successful token requests (metrics).
     pub refreshes: std::sync::atomic::AtomicU64,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    source: String,
 }
 
 fn grant_name(grant: OAuthGrant) -> &'static str {
@@ -221,7 +223,15 @@ impl OAuth2 {
             token: Mutex::new(None),
             failure: Mutex::new(None),
             refreshes: std::sync::atomic::AtomicU64::new(0),
+            metrics: None,
+            source: source.to_string(),
         }
+    }
+
+    /// Counts token refreshes in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The base URL the vendor told us to use (SAP Concur `geolocation`), once known.
@@ -371,6 +381,9 @@ impl OAuth2 {
             })?;
         self.refreshes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.token_refreshes.with_label_values(&[&self.source]).inc();
+        }
         Ok(token)
     }
 

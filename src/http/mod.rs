@@ -185,6 +185,7 @@ pub struct HttpClient {
     not_before: Mutex<Option<Instant>>,
     /// Counters.
     pub stats: Arc<HttpStats>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A reqwest client with pollbus's user agent and timeout.
@@ -213,6 +214,21 @@ impl HttpClient {
             options,
             not_before: Mutex::new(None),
             stats: Arc::new(HttpStats::default()),
+            metrics: None,
+        }
+    }
+
+    /// Counts requests by status and rate-limit waits in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    fn count(&self, status: u16) {
+        if let Some(m) = &self.metrics {
+            m.http_requests
+                .with_label_values(&[&self.source, &status.to_string()])
+                .inc();
         }
     }
 
@@ -257,9 +273,13 @@ impl HttpClient {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = builder.send().await;
             let (retry_reason, server) = match outcome {
-                Err(e) => (format!("request failed: {}", transport_reason(&e)), None),
+                Err(e) => {
+                    self.count(0);
+                    (format!("request failed: {}", transport_reason(&e)), None)
+                }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
+                    self.count(status);
                     let headers = resp.headers().clone();
                     let body = self.read_body(resp, &request).await?;
                     if (200..300).contains(&status) {
@@ -296,6 +316,9 @@ impl HttpClient {
             }
             if let Some(wait) = server {
                 self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.rate_limit_waits.with_label_values(&[&self.source]).inc();
+                }
                 if wait > self.options.max_retry_after {
                     self.set_not_before(wait).await;
                     return Err(HttpError::RateLimited {

@@ -289,6 +289,8 @@ pub struct SourceContext {
     pub clock: Arc<dyn Clock>,
     /// The state store (OAuth tokens).
     pub store: Arc<dyn Store>,
+    /// Where HTTP requests, rate-limit waits and token refreshes are counted, if anywhere.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The HTTP client of a vendor source: auth from the configuration (OAuth 2.0 token endpoint
@@ -332,22 +334,25 @@ pub fn http_client(
                     .join(default_token_path)
                     .map_err(|e| format!("token endpoint under {base}: {e}"))?,
             };
-            Auth::OAuth2(Arc::new(OAuth2::new(
-                &config.name,
-                OAuth2Config {
-                    token_url,
-                    grant: *grant,
-                    client_id: client_id.clone(),
-                    client_secret: client_secret.clone(),
-                    username: username.clone(),
-                    password: password.clone(),
-                    refresh_token: refresh_token.clone(),
-                    follow_geolocation,
-                },
-                ctx.store.clone(),
-                ctx.clock.clone(),
-                config.request_timeout,
-            )))
+            Auth::OAuth2(Arc::new(
+                OAuth2::new(
+                    &config.name,
+                    OAuth2Config {
+                        token_url,
+                        grant: *grant,
+                        client_id: client_id.clone(),
+                        client_secret: client_secret.clone(),
+                        username: username.clone(),
+                        password: password.clone(),
+                        refresh_token: refresh_token.clone(),
+                        follow_geolocation,
+                    },
+                    ctx.store.clone(),
+                    ctx.clock.clone(),
+                    config.request_timeout,
+                )
+                .with_metrics(ctx.metrics.clone()),
+            ))
         }
     };
     // Shared through the state store, so the budget holds across all replicas together.
@@ -358,7 +363,7 @@ pub fn http_client(
             n,
         )) as Arc<dyn RequestBudget>
     });
-    Ok(HttpClient::new(&config.name, auth, budget, options))
+    Ok(HttpClient::new(&config.name, auth, budget, options).with_metrics(ctx.metrics.clone()))
 }
 
 /// Why a source could not be built.

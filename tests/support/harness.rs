@@ -51,6 +51,7 @@ impl VendorHarness {
             &SourceContext {
                 clock: clock.clone() as Arc<dyn Clock>,
                 store: store.clone(),
+                metrics: None,
             },
         )
         .unwrap_or_else(|e| panic!("build: {e}"))
