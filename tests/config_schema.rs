@@ -46,3 +46,11 @@ fn example_configs_are_valid_against_the_schema() {
     }
     assert!(checked >= 1);
 }
+
+#[test]
+fn the_kubernetes_configmap_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/base/pollbus.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    pollbus::config::Config::parse(&text, "deploy/kubernetes/base/pollbus.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
