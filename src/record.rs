@@ -212,6 +212,15 @@ impl RecordReader {
     }
 }
 
+/// An id value as text: non-empty strings and numbers; others `None`.
+pub fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Strings as they are; numbers and booleans formatted; others `None`.
 pub fn scalar_text(value: &Value) -> Option<String> {
     match value {

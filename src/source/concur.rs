@@ -61,27 +61,12 @@ pub(crate) fn same_page_guard(
     }
 }
 
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
+use crate::record::id_text;
 
 impl ConcurSource {
     /// Builds the source from its configuration.
     pub fn new(config: &SourceConfig, ctx: &SourceContext) -> Result<Self, BuildError> {
-        let err = |message: String| BuildError {
-            source_name: config.name.clone(),
-            message,
-        };
-        let base = config
-            .base_url
-            .as_deref()
-            .ok_or_else(|| err("base_url is required".into()))
-            .and_then(|u| Url::parse(u).map_err(|e| err(format!("base_url {u:?}: {e}"))))?;
-        let http = super::http_client(config, ctx, &base, TOKEN_PATH).map_err(err)?;
+        let (base, http) = super::vendor_client(config, ctx, TOKEN_PATH)?;
         Ok(ConcurSource {
             base,
             user: config.concur.clone().unwrap_or_default().user,

@@ -293,6 +293,25 @@ pub struct SourceContext {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
+/// The base URL and HTTP client of a vendor source (see [`http_client`]).
+pub fn vendor_client(
+    config: &SourceConfig,
+    ctx: &SourceContext,
+    default_token_path: &str,
+) -> Result<(url::Url, HttpClient), BuildError> {
+    let err = |message: String| BuildError {
+        source_name: config.name.clone(),
+        message,
+    };
+    let base = config
+        .base_url
+        .as_deref()
+        .ok_or_else(|| err("base_url is required".into()))
+        .and_then(|u| url::Url::parse(u).map_err(|e| err(format!("base_url {u:?}: {e}"))))?;
+    let http = http_client(config, ctx, &base, default_token_path).map_err(err)?;
+    Ok((base, http))
+}
+
 /// The HTTP client of a vendor source: auth from the configuration (OAuth 2.0 token endpoint
 /// `default_token_path` under `base` unless configured), the request budget, retry settings.
 pub fn http_client(

@@ -66,13 +66,7 @@ fn link_next(header: &str) -> Option<String> {
     })
 }
 
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
+use crate::record::id_text;
 
 impl RestSource {
     /// Builds the source from its configuration.
@@ -81,12 +75,7 @@ impl RestSource {
             source_name: config.name.clone(),
             message,
         };
-        let base = config
-            .base_url
-            .as_deref()
-            .ok_or_else(|| err("base_url is required".into()))
-            .and_then(|u| Url::parse(u).map_err(|e| err(format!("base_url {u:?}: {e}"))))?;
-        let http = super::http_client(config, ctx, &base, "/oauth/token").map_err(err)?;
+        let (base, http) = super::vendor_client(config, ctx, "/oauth/token")?;
         let mut resources = HashMap::new();
         for r in &config.resources {
             let rest = r

@@ -117,27 +117,12 @@ fn parse_token(token: Option<&str>) -> (u64, Option<&str>) {
     }
 }
 
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
+use crate::record::id_text;
 
 impl RevelSource {
     /// Builds the source from its configuration.
     pub fn new(config: &SourceConfig, ctx: &SourceContext) -> Result<Self, BuildError> {
-        let err = |message: String| BuildError {
-            source_name: config.name.clone(),
-            message,
-        };
-        let base = config
-            .base_url
-            .as_deref()
-            .ok_or_else(|| err("base_url is required".into()))
-            .and_then(|u| Url::parse(u).map_err(|e| err(format!("base_url {u:?}: {e}"))))?;
-        let http = super::http_client(config, ctx, &base, "/oauth/token").map_err(err)?;
+        let (base, http) = super::vendor_client(config, ctx, "/oauth/token")?;
         Ok(RevelSource {
             base,
             http: Arc::new(http),

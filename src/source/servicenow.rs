@@ -126,16 +126,7 @@ fn sn_date(t: DateTime<Utc>) -> String {
 impl ServiceNowSource {
     /// Builds the source from its configuration.
     pub fn new(config: &SourceConfig, ctx: &SourceContext) -> Result<Self, BuildError> {
-        let err = |message: String| BuildError {
-            source_name: config.name.clone(),
-            message,
-        };
-        let base = config
-            .base_url
-            .as_deref()
-            .ok_or_else(|| err("base_url is required".into()))
-            .and_then(|u| Url::parse(u).map_err(|e| err(format!("base_url {u:?}: {e}"))))?;
-        let http = super::http_client(config, ctx, &base, "/oauth_token.do").map_err(err)?;
+        let (base, http) = super::vendor_client(config, ctx, "/oauth_token.do")?;
         Ok(ServiceNowSource {
             base,
             options: config.servicenow.clone().unwrap_or_default(),
