@@ -119,6 +119,12 @@ fn message_from(text: &str) -> Result<Message, StoreError> {
     })
 }
 
+/// Snapshot rows per INSERT statement (6 parameters each, under SQLite's 32,766).
+const SNAPSHOT_ROWS_PER_STATEMENT: usize = 5000;
+
+/// Outbox rows per INSERT statement (5 parameters each).
+const OUTBOX_ROWS_PER_STATEMENT: usize = 5000;
+
 fn json_ids(ids: &[String]) -> String {
     serde_json::to_string(ids).expect("strings serialize")
 }
@@ -198,32 +204,29 @@ impl Store for SqliteStore {
             }
         }
         let now = to_nanos(page.at);
-        if !page.snapshots.is_empty() {
-            let rows: Vec<(&str, i64, String)> = page
-                .snapshots
-                .iter()
-                .map(|(id, s)| {
-                    (
-                        id.as_str(),
-                        to_nanos(s.updated),
-                        serde_json::Value::Object(s.values.clone()).to_string(),
-                    )
-                })
-                .collect();
-            sqlx::query(
-                "INSERT INTO snapshots (source, resource, id, updated, fields, seen_at) \
-                 SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-                        json_extract(value, '$[2]'), ?3 FROM json_each(?4) WHERE true \
-                 ON CONFLICT (source, resource, id) DO UPDATE SET \
-                   updated = excluded.updated, fields = excluded.fields, seen_at = excluded.seen_at",
-            )
-            .bind(&key.source)
-            .bind(&key.resource)
-            .bind(now)
-            .bind(serde_json::to_string(&rows).expect("rows serialize"))
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("write snapshots"))?;
+        // Multi-row VALUES with bound parameters: no JSON re-encoding of the rows, one
+        // statement per chunk (SQLite allows 32,766 parameters; 6 per row).
+        for chunk in page.snapshots.chunks(SNAPSHOT_ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO snapshots (source, resource, id, updated, fields, seen_at) ",
+            );
+            insert.push_values(chunk, |mut row, (id, s)| {
+                row.push_bind(&key.source)
+                    .push_bind(&key.resource)
+                    .push_bind(id)
+                    .push_bind(to_nanos(s.updated))
+                    .push_bind(serde_json::to_string(&s.values).expect("values serialize"))
+                    .push_bind(now);
+            });
+            insert.push(
+                " ON CONFLICT (source, resource, id) DO UPDATE SET \
+                 updated = excluded.updated, fields = excluded.fields, seen_at = excluded.seen_at",
+            );
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("write snapshots"))?;
         }
         if !page.removed.is_empty() {
             sqlx::query(
@@ -237,19 +240,23 @@ impl Store for SqliteStore {
             .await
             .map_err(query_err("remove snapshots"))?;
         }
-        for m in &page.messages {
-            sqlx::query(
-                "INSERT INTO outbox (topic, partition_key, message_id, message, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&m.topic)
-            .bind(&m.session_id)
-            .bind(&m.message_id)
-            .bind(serde_json::to_string(m).expect("message serializes"))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("write outbox"))?;
+        // One statement per chunk, rows in page order so outbox order is detection order.
+        for chunk in page.messages.chunks(OUTBOX_ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO outbox (topic, partition_key, message_id, message, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, m| {
+                row.push_bind(&m.topic)
+                    .push_bind(&m.session_id)
+                    .push_bind(&m.message_id)
+                    .push_bind(serde_json::to_string(m).expect("message serializes"))
+                    .push_bind(now);
+            });
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("write outbox"))?;
         }
         if let Some(state) = &page.state {
             sqlx::query(
