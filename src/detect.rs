@@ -36,11 +36,22 @@ pub struct Snapshot {
 impl Snapshot {
     /// Identifies this version of the record: its date and a hash of its tracked values.
     pub fn version(&self) -> String {
+        /// Feeds serialized JSON straight into the hash (no string per value).
+        struct Feed<'a>(&'a mut Sha256);
+        impl std::io::Write for Feed<'_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
         let mut h = Sha256::new();
         for (k, v) in &self.values {
             h.update(k.as_bytes());
             h.update([0]);
-            h.update(v.to_string().as_bytes());
+            serde_json::to_writer(Feed(&mut h), v).expect("a JSON value serializes");
             h.update([0]);
         }
         format!(
@@ -153,11 +164,10 @@ impl Detector {
         prior: Option<&Snapshot>,
         baseline: bool,
     ) -> Detection {
-        let values = self.values(&record.raw);
         let Some(prior) = prior else {
             let snapshot = Snapshot {
                 updated: record.updated,
-                values,
+                values: self.values(&record.raw),
             };
             if baseline {
                 return Detection {
@@ -192,19 +202,27 @@ impl Detector {
                 snapshot: None,
             };
         }
+        // Compare in place: the common case (an overlap re-read, nothing changed) allocates
+        // nothing; the new snapshot is built only when something must be written.
         let mut changed = Vec::new();
         let mut learnt = false;
-        for (name, _) in &self.fields {
-            let value = &values[name];
+        for (name, path) in &self.fields {
+            let value = path.get(&record.raw).unwrap_or(&Value::Null);
             match prior.values.get(name) {
                 Some(old) if old != value => changed.push((name.clone(), value.clone())),
                 Some(_) => {}
                 None => learnt = true,
             }
         }
+        if changed.is_empty() && !learnt && record.updated == prior.updated {
+            return Detection {
+                outcome: Outcome::Unchanged,
+                snapshot: None,
+            };
+        }
         let snapshot = Snapshot {
             updated: record.updated,
-            values,
+            values: self.values(&record.raw),
         };
         if !changed.is_empty() {
             return Detection {
@@ -215,12 +233,6 @@ impl Detector {
                     &snapshot,
                 )),
                 snapshot: Some(snapshot),
-            };
-        }
-        if record.updated == prior.updated && !learnt {
-            return Detection {
-                outcome: Outcome::Unchanged,
-                snapshot: None,
             };
         }
         Detection {
@@ -381,6 +393,28 @@ mod tests {
         let d = det.detect(&r, Some(&snap), false);
         assert_eq!(d.outcome, Outcome::Unchanged);
         assert!(d.snapshot.unwrap().values.contains_key("City"));
+    }
+
+    #[test]
+    fn version_hashes_each_value_as_its_json_text() {
+        let values: Map<String, Value> = serde_json::from_value(
+            json!({"A": "Strøm \"q\"", "B": null, "C": {"x": [1, 2.5]}, "D": 12345678901234567890u64}),
+        )
+        .unwrap();
+        let snapshot = Snapshot {
+            updated: "2024-05-01T10:00:00Z".parse().unwrap(),
+            values: values.clone(),
+        };
+        // The message id depends on it: the same bytes as hashing each value's `to_string()`.
+        let mut h = Sha256::new();
+        for (k, v) in &values {
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(v.to_string().as_bytes());
+            h.update([0]);
+        }
+        let expected = format!("1714557600000000000|{}", hex::encode(&h.finalize()[..8]));
+        assert_eq!(snapshot.version(), expected);
     }
 
     #[test]

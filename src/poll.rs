@@ -270,7 +270,7 @@ impl Poller {
         report: &mut PollReport,
     ) -> Result<PageCommit, PollError> {
         let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-        let mut known: HashMap<String, Snapshot> = self.store.snapshots(key, &ids).await?;
+        let known: HashMap<String, Snapshot> = self.store.snapshots(key, &ids).await?;
         let mut commit = PageCommit {
             at: self.clock.now(),
             ..PageCommit::default()
@@ -279,7 +279,13 @@ impl Poller {
         let detector = &self.resource.detector;
         let mut written: HashMap<String, usize> = HashMap::new();
         for record in &records {
-            let detection = detector.detect(record, known.get(&record.id), baseline);
+            // A record repeated within the page compares with the snapshot written for its
+            // first copy.
+            let prior = match written.get(&record.id) {
+                Some(&i) => Some(&commit.snapshots[i].1),
+                None => known.get(&record.id),
+            };
+            let detection = detector.detect(record, prior, baseline);
             match &detection.outcome {
                 Outcome::Changed(change) => {
                     count(report, change);
@@ -291,7 +297,6 @@ impl Poller {
                 Outcome::Stale => report.stale += 1,
             }
             if let Some(snapshot) = detection.snapshot {
-                known.insert(record.id.clone(), snapshot.clone());
                 match written.get(&record.id) {
                     Some(&i) => commit.snapshots[i].1 = snapshot,
                     None => {

@@ -24,7 +24,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::servicenow::vendor_error;
-use super::{BuildError, IdPage, Page, Resource, Source, SourceContext, SourceError};
+use super::{
+    get_records, BuildError, IdPage, JsonPage, Page, Resource, Source, SourceContext, SourceError,
+};
 use crate::config::SourceConfig;
 use crate::http::auth::Auth;
 use crate::http::{HttpClient, HttpError};
@@ -130,30 +132,24 @@ impl ConcurSource {
     }
 
     async fn list(&self, resource: &Resource, url: Url) -> Result<Listing, SourceError> {
-        let request = format!("GET {url}");
-        let response = self
-            .http
-            .get(&url)
-            .await
-            .map_err(|e| vendor_error(resource, e))?;
-        let body = response
-            .json(&request)
-            .map_err(|e| vendor_error(resource, e))?;
-        let Some(Value::Array(items)) = body.get("Items") else {
-            return Err(vendor_error(
-                resource,
-                HttpError::BadBody {
-                    request,
-                    reason: "expected a JSON object with an \"Items\" array".into(),
-                },
-            ));
-        };
+        let JsonPage {
+            response,
+            body,
+            records: items,
+        } = get_records(
+            &self.http,
+            resource,
+            &url,
+            "/Items",
+            "expected a JSON object with an \"Items\" array",
+        )
+        .await?;
         let next = match body.get("NextPage") {
             Some(Value::String(s)) if !s.trim().is_empty() && !items.is_empty() => Some(s.clone()),
             _ => None,
         };
         Ok(Listing {
-            records: items.clone(),
+            records: items,
             next,
             requests: response.attempts,
         })

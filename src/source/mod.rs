@@ -293,6 +293,49 @@ pub struct SourceContext {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
+/// One GET of a page of vendor records: the response (headers, attempts), the rest of the JSON
+/// body, and the records taken out of it (moved, not copied).
+pub struct JsonPage {
+    /// The response; its body bytes are still there for diagnostics.
+    pub response: crate::http::HttpResponse,
+    /// The parsed body, with the records array taken out.
+    pub body: Value,
+    /// The records.
+    pub records: Vec<Value>,
+}
+
+/// GETs `url`, parses the JSON body and takes the array at JSON `pointer` as the records. A
+/// body that is not JSON, or has no array there, is a [`SourceError`] naming the request and
+/// `expected`.
+pub async fn get_records(
+    http: &HttpClient,
+    resource: &Resource,
+    url: &url::Url,
+    pointer: &str,
+    expected: &str,
+) -> Result<JsonPage, SourceError> {
+    use servicenow::vendor_error;
+    let request = format!("GET {url}");
+    let response = http.get(url).await.map_err(|e| vendor_error(resource, e))?;
+    let mut body = response
+        .json(&request)
+        .map_err(|e| vendor_error(resource, e))?;
+    match body.pointer_mut(pointer).map(Value::take) {
+        Some(Value::Array(records)) => Ok(JsonPage {
+            response,
+            body,
+            records,
+        }),
+        _ => Err(vendor_error(
+            resource,
+            crate::http::HttpError::BadBody {
+                request,
+                reason: expected.to_string(),
+            },
+        )),
+    }
+}
+
 /// The base URL and HTTP client of a vendor source (see [`http_client`]).
 pub fn vendor_client(
     config: &SourceConfig,

@@ -22,11 +22,12 @@ use serde_json::Value;
 use url::Url;
 
 use super::datefmt::Zone;
-use super::servicenow::vendor_error;
 use super::template::UrlTemplate;
-use super::{BuildError, IdPage, Page, Resource, Source, SourceContext, SourceError};
+use super::{
+    get_records, BuildError, IdPage, JsonPage, Page, Resource, Source, SourceContext, SourceError,
+};
 use crate::config::{RestPaging, RestResourceConfig, SourceConfig};
-use crate::http::{HttpClient, HttpError};
+use crate::http::HttpClient;
 
 /// A generic REST API.
 pub struct RestSource {
@@ -184,27 +185,18 @@ impl RestSource {
             }
             _ => (first()?, 0),
         };
-        let request = format!("GET {url}");
-        let response = self
-            .http
-            .get(&url)
-            .await
-            .map_err(|e| vendor_error(resource, e))?;
-        let body = response
-            .json(&request)
-            .map_err(|e| vendor_error(resource, e))?;
-        let records = match body.pointer(&rest.records) {
-            Some(Value::Array(items)) => items.clone(),
-            _ => {
-                return Err(vendor_error(
-                    resource,
-                    HttpError::BadBody {
-                        request,
-                        reason: format!("no array of records at JSON pointer {:?}", rest.records),
-                    },
-                ))
-            }
-        };
+        let JsonPage {
+            response,
+            body,
+            records,
+        } = get_records(
+            &self.http,
+            resource,
+            &url,
+            &rest.records,
+            &format!("no array of records at JSON pointer {:?}", rest.records),
+        )
+        .await?;
         let full = records.len() as u64 >= size && !records.is_empty();
         let next = match &rest.paging {
             RestPaging::None => None,

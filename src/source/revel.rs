@@ -30,10 +30,11 @@ use serde_json::Value;
 use url::Url;
 
 use super::datefmt::{JavaDateFormat, Zone};
-use super::servicenow::vendor_error;
-use super::{BuildError, IdPage, Page, Resource, Source, SourceContext, SourceError};
+use super::{
+    get_records, BuildError, IdPage, JsonPage, Page, Resource, Source, SourceContext, SourceError,
+};
 use crate::config::SourceConfig;
-use crate::http::{HttpClient, HttpError};
+use crate::http::HttpClient;
 
 /// How `{updated}__gte` values are written: Revel's own date format.
 pub const FILTER_FORMAT: &str = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS";
@@ -159,24 +160,18 @@ impl RevelSource {
             q.append_pair("limit", &resource.page_size.to_string());
             q.append_pair("offset", &offset.to_string());
         }
-        let request = format!("GET {url}");
-        let response = self
-            .http
-            .get(&url)
-            .await
-            .map_err(|e| vendor_error(resource, e))?;
-        let body = response
-            .json(&request)
-            .map_err(|e| vendor_error(resource, e))?;
-        let Some(Value::Array(records)) = body.get("objects") else {
-            return Err(vendor_error(
-                resource,
-                HttpError::BadBody {
-                    request,
-                    reason: "expected a JSON object with an \"objects\" array".into(),
-                },
-            ));
-        };
+        let JsonPage {
+            response,
+            body,
+            records,
+        } = get_records(
+            &self.http,
+            resource,
+            &url,
+            "/objects",
+            "expected a JSON object with an \"objects\" array",
+        )
+        .await?;
         let meta = body.get("meta");
         self.check_zone(resource, meta);
         let count = records.len() as u64;
@@ -197,7 +192,7 @@ impl RevelSource {
             }
         };
         Ok(Listing {
-            records: records.clone(),
+            records,
             more,
             requests: response.attempts,
         })

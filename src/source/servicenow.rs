@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use url::Url;
 
 use super::{BuildError, DeletePage, IdPage, Page, Resource, Source, SourceContext, SourceError};
@@ -103,20 +103,17 @@ pub fn delegated_classes(config: &SourceConfig, table: &str) -> Vec<String> {
 
 /// Replaces reference objects (`{"link","value"}`) and display-value objects
 /// (`{"display_value","value"}`) by their `value`.
-fn normalize(record: Value) -> Value {
-    match record {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| match v {
-                    Value::Object(mut inner) if inner.contains_key("value") => {
-                        (k, inner.remove("value").unwrap_or(Value::Null))
-                    }
-                    other => (k, other),
-                })
-                .collect::<Map<String, Value>>(),
-        ),
-        other => other,
+fn normalize(mut record: Value) -> Value {
+    if let Value::Object(map) = &mut record {
+        for value in map.values_mut() {
+            if let Value::Object(inner) = value {
+                if let Some(v) = inner.remove("value") {
+                    *value = v;
+                }
+            }
+        }
     }
+    record
 }
 
 fn sn_date(t: DateTime<Utc>) -> String {
@@ -211,8 +208,12 @@ impl ServiceNowSource {
         let body = response
             .json(&format!("GET {url}"))
             .map_err(|e| vendor_error(resource, e))?;
-        let records: Vec<Value> = match body.get("result") {
-            Some(Value::Array(items)) => items.iter().cloned().map(normalize).collect(),
+        let result = match body {
+            Value::Object(mut map) => map.remove("result"),
+            _ => None,
+        };
+        let records: Vec<Value> = match result {
+            Some(Value::Array(items)) => items.into_iter().map(normalize).collect(),
             _ => {
                 return Err(vendor_error(
                     resource,
