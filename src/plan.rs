@@ -6,6 +6,8 @@ use std::io::Write;
 use crate::cli::{DlqAction, StateAction};
 use crate::config::{Config, DeleteMode, SinkConfig};
 use crate::contract::format_timestamp;
+use crate::sink::servicebus::dlq::{DeadLetter, DeadLetterQueue, DlqError};
+use crate::sink::servicebus::AmqpRuntime;
 use crate::store::{Store, StoreError};
 
 /// A state URL safe to print: the password of `postgres://user:pw@host/db` is masked.
@@ -178,7 +180,6 @@ pub async fn dlq(
     action: DlqAction,
     out: &mut dyn Write,
 ) -> anyhow::Result<std::process::ExitCode> {
-    use crate::sink::servicebus::dlq::{DeadLetter, DeadLetterQueue};
     let SinkConfig::Servicebus(sb) = &config.sink else {
         eprintln!(
             "pollbus: config error: sink: `pollbus dlq` needs sink.kind = \"servicebus\", not {:?}",
@@ -209,48 +210,79 @@ pub async fn dlq(
         }
         DlqAction::Purge { .. } => 100,
     };
-    let queue = match DeadLetterQueue::open(sb, &topic, &subscription, prefetch).await {
-        Ok(q) => q,
+    // On the AMQP client's own thread (sink::servicebus::runtime explains why).
+    let runtime = AmqpRuntime::start("pollbus-dlq")?;
+    let sb = sb.clone();
+    let (t, s) = (topic.clone(), subscription.clone());
+    let work = async move {
+        let queue = DeadLetterQueue::open(&sb, &t, &s, prefetch).await?;
+        let result = dlq_action(&queue, action, &t, &s).await;
+        queue.close().await;
+        result
+    };
+    let result = runtime
+        .run(work)
+        .await
+        .unwrap_or_else(|stopped| Err(DlqError::ServiceBus(stopped.to_string())));
+    match result {
+        Ok(text) => {
+            let _ = out.write_all(text.as_bytes());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Err(e) => {
             eprintln!("pollbus: dlq {topic}/{subscription}: {e}");
-            return Ok(std::process::ExitCode::FAILURE);
+            Ok(std::process::ExitCode::FAILURE)
         }
+    }
+}
+
+/// One line per dead-lettered message.
+fn show_dead_letter(d: &DeadLetter) -> String {
+    format!(
+        "message {} reason {:?} description {:?} deliveries {} enqueued {} body {}\n",
+        d.message_id,
+        d.reason.as_deref().unwrap_or(""),
+        d.description.as_deref().unwrap_or(""),
+        d.delivery_count,
+        d.enqueued
+            .map(format_timestamp)
+            .unwrap_or_else(|| "unknown".into()),
+        d.body
+    )
+}
+
+/// Runs `action` on an open dead-letter queue; returns what to print.
+async fn dlq_action(
+    queue: &DeadLetterQueue,
+    action: DlqAction,
+    topic: &str,
+    subscription: &str,
+) -> Result<String, DlqError> {
+    let listing = |found: &[DeadLetter], summary: String| {
+        let mut text: String = found.iter().map(show_dead_letter).collect();
+        text.push_str(&summary);
+        text
     };
-    let show = |d: &DeadLetter| {
-        format!(
-            "message {} reason {:?} description {:?} deliveries {} enqueued {} body {}\n",
-            d.message_id,
-            d.reason.as_deref().unwrap_or(""),
-            d.description.as_deref().unwrap_or(""),
-            d.delivery_count,
-            d.enqueued
-                .map(format_timestamp)
-                .unwrap_or_else(|| "unknown".into()),
-            d.body
-        )
-    };
-    let result = match action {
+    match action {
         DlqAction::Peek { count, .. } => queue.peek(count).await.map(|found| {
-            let mut text: String = found.iter().map(show).collect();
-            text.push_str(&format!(
+            let summary = format!(
                 "{} dead-lettered message(s) shown from {topic}/{subscription}\n",
                 found.len()
-            ));
-            text
+            );
+            listing(&found, summary)
         }),
         DlqAction::Resubmit { count, dry_run, .. } => {
             queue.resubmit(count, dry_run).await.map(|done| {
-                let mut text: String = done.iter().map(show).collect();
                 let verb = if dry_run {
                     "would resubmit"
                 } else {
                     "resubmitted"
                 };
-                text.push_str(&format!(
+                let summary = format!(
                     "{verb} {} message(s) from {topic}/{subscription} to {topic}\n",
                     done.len()
-                ));
-                text
+                );
+                listing(&done, summary)
             })
         }
         DlqAction::Purge {
@@ -262,25 +294,13 @@ pub async fn dlq(
                 .and_then(|d| chrono::Duration::from_std(d).ok())
                 .map(|d| chrono::Utc::now() - d);
             queue.purge(cutoff, dry_run).await.map(|done| {
-                let mut text: String = done.iter().map(show).collect();
                 let verb = if dry_run { "would delete" } else { "deleted" };
-                text.push_str(&format!(
+                let summary = format!(
                     "{verb} {} message(s) from {topic}/{subscription}\n",
                     done.len()
-                ));
-                text
+                );
+                listing(&done, summary)
             })
-        }
-    };
-    queue.close().await;
-    match result {
-        Ok(text) => {
-            let _ = out.write_all(text.as_bytes());
-            Ok(std::process::ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("pollbus: dlq {topic}/{subscription}: {e}");
-            Ok(std::process::ExitCode::FAILURE)
         }
     }
 }

@@ -20,11 +20,12 @@ use tokio_util::sync::CancellationToken;
 use pollbus::clock::{Clock, SystemClock};
 use pollbus::config::Config;
 use pollbus::contract::TraceContext;
-use pollbus::outbox::Publisher;
+use pollbus::outbox::{DrainError, DrainReport, Publisher};
 use pollbus::poll::{PollReport, Poller};
 use pollbus::sink::Sink;
 use pollbus::source::{self, Resource, SourceContext};
 use pollbus::store::sqlite::SqliteStore;
+use pollbus::store::OutboxStats;
 use pollbus::store::Store;
 use servicebus_emulator::Emulator;
 use sim::servicenow::ServiceNowSim;
@@ -204,6 +205,31 @@ impl E2e {
     fn connection(&self) -> String {
         self.emulator.connection_string()
     }
+
+    /// Drains the outbox the way the daemon's publisher does: a transient sink error leaves the
+    /// rows in the outbox and is retried (up to 3 attempts here; the counts add up). Sends that
+    /// never settled under load were the fe2o3 race `every_send_settles_under_cpu_contention`
+    /// now guards against; a retry stays because the daemon retries too.
+    async fn drain(&self) -> DrainReport {
+        let before: OutboxStats = self.store.outbox_stats().await.unwrap();
+        for attempt in 1..=3 {
+            match self.publisher().drain().await {
+                Ok(_) => break,
+                Err(DrainError::Sink(reason)) if attempt < 3 => {
+                    eprintln!("drain attempt {attempt}: transient sink error, retrying: {reason}");
+                }
+                Err(e) => panic!("drain failed: {e}"),
+            }
+        }
+        // Counted from the store, so the attempts add up exactly.
+        let after = self.store.outbox_stats().await.unwrap();
+        assert_eq!(after.depth, 0, "the outbox is empty after draining");
+        let dead = after.dead - before.dead;
+        DrainReport {
+            published: before.depth - dead,
+            dead,
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,11 +256,11 @@ async fn every_change_arrives_once_exactly_as_the_contract_says() {
     e.sim.delete("customer_contact", &bjorn);
     let r = e.poll("customer_contact").await;
     assert_eq!(r.deleted, 1, "{r:?}");
-    let report = e.publisher().drain().await.unwrap();
+    let report = e.drain().await;
     assert_eq!(report.published, 4);
     // A repeated poll publishes nothing new.
     e.poll("customer_contact").await;
-    e.publisher().drain().await.unwrap();
+    e.drain().await;
 
     let got = subscriber(
         &e.connection(),
@@ -350,7 +376,7 @@ async fn sessions_deliver_each_entity_in_order() {
         }
         e.poll("customer_contact").await;
     }
-    e.publisher().drain().await.unwrap();
+    e.drain().await;
     let got = subscriber(
         &e.connection(),
         &[
@@ -397,7 +423,7 @@ async fn service_bus_down_loses_nothing_and_doubles_nothing() {
         );
     }
     e.poll("customer_contact").await;
-    e.publisher().drain().await.unwrap();
+    e.drain().await;
     e.emulator.stop().await;
     e.sim.advance(Duration::from_secs(5));
     for i in 5..9 {
@@ -466,7 +492,7 @@ async fn oversized_properties_follow_the_truncation_rule() {
         json!({"first_name": "F".repeat(40 * 1024), "last_name": "L".repeat(30 * 1024), "email": "e".repeat(30 * 1024), "active": "true"}),
     );
     e.poll("customer_contact").await;
-    e.publisher().drain().await.unwrap();
+    e.drain().await;
     let got = subscriber(
         &e.connection(),
         &[
@@ -514,7 +540,7 @@ async fn a_missing_topic_is_a_clear_error_and_other_topics_are_unaffected() {
     e.sim.insert("core_company", json!({"name": "No Topic AS"}));
     e.poll("customer_account").await;
     e.poll("core_company").await;
-    let report = e.publisher().drain().await.unwrap();
+    let report = e.drain().await;
     assert_eq!((report.published, report.dead), (1, 1), "{report:?}");
     let dead = e.store.dead_letters(10).await.unwrap();
     assert_eq!(dead[0].message.topic, "api.event.company");
@@ -542,14 +568,19 @@ async fn a_missing_topic_is_a_clear_error_and_other_topics_are_unaffected() {
 }
 
 async fn pollbus_bin(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pollbus"))
-        .arg("dlq")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .await
-        .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_pollbus"))
+            .arg("dlq")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("pollbus dlq {args:?} finished within 120 s"))
+    .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -569,7 +600,7 @@ async fn dlq_peek_resubmit_and_purge_what_a_subscriber_dead_lettered() {
         );
     }
     e.poll("customer_contact").await;
-    e.publisher().drain().await.unwrap();
+    e.drain().await;
     subscriber(
         &e.connection(),
         &[
@@ -728,4 +759,78 @@ async fn dlq_peek_resubmit_and_purge_what_a_subscriber_dead_lettered() {
     .await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("api.event.nope"), "{err}");
+}
+
+/// Regression test for a lost settlement: fe2o3-amqp 0.16 (under azure_core_amqp) registers a
+/// delivery as unsettled only after handing its transfer to the session task, so on a busy
+/// multi-threaded runtime the broker's disposition could arrive first, be dropped, and leave
+/// the send waiting until the send timeout (and `pollbus dlq` hanging for good). The sink now
+/// runs its AMQP work on a current-thread runtime of its own (`sink/servicebus/runtime.rs`).
+/// Two threads spin on the side so the sending thread gets descheduled as it would under load;
+/// before the fix, a run like this one saw send timeouts (see the closing note of issue 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_send_settles_under_cpu_contention() {
+    use pollbus::contract::{Change, EventType, Message, MessageContext};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let e = E2e::start("").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let ctx = MessageContext {
+        source: "contention",
+        source_system: "CRM",
+        entity: "account",
+        topic_prefix: "api.event.",
+    };
+    const SENDS: usize = 1500;
+    let mut failures = Vec::new();
+    for i in 0..SENDS {
+        let change = Change {
+            kind: EventType::Update,
+            id: format!("acc-{i}"),
+            timestamp: "2024-05-01T10:00:00Z".parse().unwrap(),
+            changed: vec![("Name".into(), json!(format!("Account {i}")))],
+            on_behalf_of: None,
+            version: i.to_string(),
+        };
+        let message = Message::build(&change, &ctx, &TraceContext::random());
+        let started = std::time::Instant::now();
+        if let Err(err) = e
+            .sink
+            .publish("api.event.account", std::slice::from_ref(&message))
+            .await
+        {
+            failures.push(format!("send {i} after {:?}: {err}", started.elapsed()));
+            // As the outbox would: try again on a fresh connection.
+            e.sink
+                .publish("api.event.account", &[message])
+                .await
+                .unwrap_or_else(|err| panic!("send {i} failed twice: {err}"));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    let arrived = e
+        .emulator
+        .counts("api.event.account/Subscriptions/all")
+        .unwrap()
+        .active;
+    assert!(
+        failures.is_empty(),
+        "{} of {SENDS} sends failed first time:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(arrived, SENDS);
 }

@@ -9,6 +9,8 @@
 //! duplicate detection cannot silently drop it), then completes it in the dead-letter queue.
 //! `purge` completes (deletes) messages, optionally only those enqueued before a cutoff.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::time::Duration;
 
 use azure_core_amqp::message::{AmqpAnnotationKey, AmqpMessageBody, AmqpMessageId};
@@ -20,11 +22,28 @@ use azure_core_amqp::{
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{connect, Endpoint, Link};
+use super::{connect, Endpoint, Link, CLOSE_TIMEOUT};
 use crate::config::ServiceBusConfig;
 
 /// How long a dead-letter queue must stay silent before it counts as drained.
 const IDLE: Duration = Duration::from_secs(3);
+
+/// Runs one network step, bounded by `limit`: a broker that stops answering gives a clear
+/// error naming the step instead of a tool that hangs.
+async fn within<T, E: Display>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    step: impl Future<Output = Result<T, E>>,
+) -> Result<T, DlqError> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(DlqError::ServiceBus(format!("{}: {e}", what()))),
+        Err(_) => Err(DlqError::ServiceBus(format!(
+            "{}: no answer within {limit:?} (sink.send_timeout)",
+            what()
+        ))),
+    }
+}
 
 /// A dead-lettered message as the tooling shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +80,8 @@ pub struct DeadLetterQueue {
     receiver: AmqpReceiver,
     topic: String,
     path: String,
+    /// Bound on each network step (`sink.send_timeout`).
+    timeout: Duration,
 }
 
 fn text(v: &AmqpSimpleValue) -> Option<String> {
@@ -126,22 +147,30 @@ impl DeadLetterQueue {
     ) -> Result<Self, DlqError> {
         let endpoint =
             Endpoint::from_config(config).map_err(|e| DlqError::Config(e.to_string()))?;
-        let link = connect(&endpoint, "pollbus-dlq")
-            .await
-            .map_err(DlqError::ServiceBus)?;
+        let limit = config.send_timeout;
+        let link = within(
+            limit,
+            || format!("connecting to {}", endpoint.display),
+            connect(&endpoint, "pollbus-dlq"),
+        )
+        .await?;
         let path = format!("{topic}/Subscriptions/{subscription}/$DeadLetterQueue");
-        link.authorize(&endpoint, &path)
-            .await
-            .map_err(|e| DlqError::ServiceBus(e.to_string()))?;
-        link.authorize(&endpoint, topic)
-            .await
-            .map_err(|e| DlqError::ServiceBus(e.to_string()))?;
+        for entity in [path.as_str(), topic] {
+            within(
+                limit,
+                || format!("authorizing {entity}"),
+                link.authorize(&endpoint, entity),
+            )
+            .await?;
+        }
         let receiver = AmqpReceiver::new();
         let source = AmqpSource::builder()
             .with_address(endpoint.entity(&path))
             .build();
-        receiver
-            .attach(
+        within(
+            limit,
+            || format!("cannot open {path}"),
+            receiver.attach(
                 &link.session,
                 source,
                 Some(AmqpReceiverOptions {
@@ -150,15 +179,16 @@ impl DeadLetterQueue {
                     name: Some(format!("pollbus-dlq-{subscription}")),
                     ..Default::default()
                 }),
-            )
-            .await
-            .map_err(|e| DlqError::ServiceBus(format!("cannot open {path}: {e}")))?;
+            ),
+        )
+        .await?;
         Ok(DeadLetterQueue {
             endpoint,
             link,
             receiver,
             topic: topic.to_string(),
             path,
+            timeout: limit,
         })
     }
 
@@ -206,9 +236,12 @@ impl DeadLetterQueue {
                 return Ok(());
             }
             for d in held.drain(..) {
-                self.receiver.release_delivery(&d).await.map_err(|e| {
-                    DlqError::ServiceBus(format!("releasing a message in {}: {e}", self.path))
-                })?;
+                within(
+                    self.timeout,
+                    || format!("releasing a message in {}", self.path),
+                    self.receiver.release_delivery(&d),
+                )
+                .await?;
             }
         }
     }
@@ -220,17 +253,17 @@ impl DeadLetterQueue {
             return self.peek(count).await;
         }
         let sender = AmqpSender::new();
-        sender
-            .attach(
+        within(
+            self.timeout,
+            || format!("cannot send to topic {}", self.topic),
+            sender.attach(
                 &self.link.session,
                 "pollbus-resubmit".into(),
                 self.endpoint.entity(&self.topic),
                 None,
-            )
-            .await
-            .map_err(|e| {
-                DlqError::ServiceBus(format!("cannot send to topic {}: {e}", self.topic))
-            })?;
+            ),
+        )
+        .await?;
         let mut done = Vec::new();
         while done.len() < count {
             let Some(d) = self.next().await? else { break };
@@ -257,26 +290,32 @@ impl DeadLetterQueue {
                 AmqpSimpleValue::String(info.message_id.clone()),
             );
             copy.application_properties = Some(app);
-            match sender.send(copy, None).await {
-                Ok(AmqpSendOutcome::Accepted) => {}
-                Ok(_) | Err(_) => {
-                    let _ = self.receiver.release_delivery(&d).await;
+            match tokio::time::timeout(self.timeout, sender.send(copy, None)).await {
+                Ok(Ok(AmqpSendOutcome::Accepted)) => {}
+                _ => {
+                    let _ = tokio::time::timeout(self.timeout, self.receiver.release_delivery(&d))
+                        .await;
                     return Err(DlqError::ServiceBus(format!(
                         "topic {} did not accept the resubmitted message {}; it stays in the dead-letter queue",
                         self.topic, info.message_id
                     )));
                 }
             }
-            self.receiver.accept_delivery(&d).await.map_err(|e| {
-                DlqError::ServiceBus(format!(
-                    "completing {} in {}: {e} (it was resubmitted; it may be resubmitted twice)",
-                    info.message_id, self.path
-                ))
-            })?;
+            within(
+                self.timeout,
+                || {
+                    format!(
+                        "completing {} in {} (it was resubmitted; it may be resubmitted twice)",
+                        info.message_id, self.path
+                    )
+                },
+                self.receiver.accept_delivery(&d),
+            )
+            .await?;
             done.push(info);
         }
         self.release_all(Vec::new()).await?;
-        let _ = sender.detach().await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sender.detach()).await;
         Ok(done)
     }
 
@@ -297,12 +336,12 @@ impl DeadLetterQueue {
                 (Some(_), None) => false,
             };
             if old && !dry_run {
-                self.receiver.accept_delivery(&d).await.map_err(|e| {
-                    DlqError::ServiceBus(format!(
-                        "deleting {} from {}: {e}",
-                        info.message_id, self.path
-                    ))
-                })?;
+                within(
+                    self.timeout,
+                    || format!("deleting {} from {}", info.message_id, self.path),
+                    self.receiver.accept_delivery(&d),
+                )
+                .await?;
             } else {
                 kept.push(d);
             }
@@ -314,10 +353,15 @@ impl DeadLetterQueue {
         Ok(purged)
     }
 
-    /// Closes the connection.
+    /// Closes the connection; gives up on a clean goodbye after a few seconds (dropping the
+    /// connection then ends it, and the broker releases any locks it still holds).
     pub async fn close(self) {
-        use azure_core_amqp::AmqpConnectionApis;
-        let _ = self.receiver.detach().await;
-        let _ = self.link.connection.close().await;
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.receiver.detach())
+            .await
+            .is_err()
+        {
+            tracing::warn!(path = %self.path, "detaching the receiver timed out");
+        }
+        self.link.close().await;
     }
 }

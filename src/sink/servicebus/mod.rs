@@ -16,6 +16,7 @@
 
 mod connection_string;
 pub mod dlq;
+mod runtime;
 pub mod sas;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ pub use connection_string::{ConnectionString, ConnectionStringError};
 use super::{Sink, SinkBuildError, SinkError};
 use crate::config::{EntraCredential, ServiceBusConfig, Transport};
 use crate::contract::{Message, PropertyValue};
+pub(crate) use runtime::AmqpRuntime;
 
 /// Message format of a Service Bus batch.
 pub const BATCH_FORMAT: u32 = 0x8001_3700;
@@ -50,6 +52,8 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const BATCH_ITEM_OVERHEAD: u64 = 16;
 /// Default link maximum when the broker does not say.
 const DEFAULT_MAX_MESSAGE: u64 = 256 * 1024;
+/// How long closing a connection may take before it is dropped instead.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the sink authenticates.
 #[derive(Clone)]
@@ -265,8 +269,15 @@ pub fn to_amqp(message: &Message, session_id: bool, partitioned: bool) -> AmqpMe
     amqp
 }
 
-/// Publishes to Service Bus topics.
+/// Publishes to Service Bus topics. The AMQP work runs on a thread of its own
+/// ([`runtime`] explains why).
 pub struct ServiceBusSink {
+    core: Arc<SinkCore>,
+    runtime: AmqpRuntime,
+}
+
+/// The connection state and the publishing logic, used on the AMQP thread only.
+struct SinkCore {
     endpoint: Endpoint,
     config: ServiceBusConfig,
     link: Mutex<Option<Link>>,
@@ -313,6 +324,17 @@ pub(crate) async fn connect(endpoint: &Endpoint, name: &str) -> Result<Link, Str
 }
 
 impl Link {
+    /// Closes the connection, giving up on a clean goodbye after [`CLOSE_TIMEOUT`]: a connection
+    /// that stopped answering is dropped instead, which ends it.
+    pub(crate) async fn close(self) {
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.connection.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing the Service Bus connection timed out; dropping it");
+        }
+    }
+
     /// Puts a token for `path` (an entity path) to `$cbs`; returns its expiry.
     pub(crate) async fn authorize(
         &self,
@@ -347,28 +369,92 @@ impl Link {
 impl ServiceBusSink {
     /// A sink for `config`; connects on first use.
     pub fn new(config: &ServiceBusConfig) -> Result<Self, SinkBuildError> {
-        Ok(ServiceBusSink {
+        let core = SinkCore {
             endpoint: Endpoint::from_config(config)?,
             config: config.clone(),
             link: Mutex::new(None),
+        };
+        let runtime = AmqpRuntime::start("pollbus-amqp").map_err(|e| SinkBuildError {
+            kind: "servicebus",
+            message: format!("cannot start the Service Bus client thread: {e}"),
+        })?;
+        Ok(ServiceBusSink {
+            core: Arc::new(core),
+            runtime,
         })
+    }
+
+    /// Runs `work` with the core on the AMQP thread.
+    async fn on_amqp_thread<T, F, Fut>(&self, work: F) -> Result<T, SinkError>
+    where
+        F: FnOnce(Arc<SinkCore>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, SinkError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.runtime
+            .run(work(self.core.clone()))
+            .await
+            .unwrap_or_else(|stopped| {
+                Err(SinkError::Transient {
+                    reason: stopped.to_string(),
+                })
+            })
     }
 
     /// Connects now (readiness, `check --probe`).
     pub async fn connect_now(&self) -> Result<(), SinkError> {
-        let mut guard = self.link.lock().await;
-        self.ensure_link(&mut guard).await.map(|_| ())
+        self.on_amqp_thread(|core| async move {
+            let mut guard = core.link.lock().await;
+            core.ensure_link(&mut guard).await.map(|_| ())
+        })
+        .await
     }
 
     /// Attaches a sender to each topic without sending anything (`check --probe`).
     pub async fn probe_topics(&self, topics: &[String]) -> Vec<(String, Result<(), SinkError>)> {
+        let core = self.core.clone();
+        let owned = topics.to_vec();
+        match self
+            .runtime
+            .run(async move { core.probe_topics(owned).await })
+            .await
+        {
+            Ok(results) => results,
+            Err(stopped) => topics
+                .iter()
+                .map(|t| {
+                    let reason = stopped.to_string();
+                    (t.clone(), Err(SinkError::Transient { reason }))
+                })
+                .collect(),
+        }
+    }
+}
+
+impl SinkCore {
+    async fn probe_topics(&self, topics: Vec<String>) -> Vec<(String, Result<(), SinkError>)> {
         let mut out = Vec::new();
-        for topic in topics {
+        for topic in &topics {
             let mut guard = self.link.lock().await;
-            let result = match self.ensure_link(&mut guard).await {
-                Ok(link) => self.sender(link, topic).await.map(|_| ()),
-                Err(e) => Err(e),
+            let attempt = async {
+                let link = self.ensure_link(&mut guard).await?;
+                self.sender(link, topic).await.map(|_| ())
             };
+            let result = tokio::time::timeout(self.config.send_timeout, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SinkError::Transient {
+                        reason: format!(
+                            "attaching to topic {topic} timed out after {:?}",
+                            self.config.send_timeout
+                        ),
+                    })
+                });
+            if result.is_err() {
+                if let Some(link) = guard.take() {
+                    link.close().await;
+                }
+            }
             out.push((topic.clone(), result));
         }
         out
@@ -574,8 +660,7 @@ fn outcome_name(outcome: &AmqpSendOutcome) -> &'static str {
     }
 }
 
-#[async_trait]
-impl Sink for ServiceBusSink {
+impl SinkCore {
     async fn publish(&self, topic: &str, messages: &[Message]) -> Result<(), SinkError> {
         let mut guard = self.link.lock().await;
         let attempt = async {
@@ -591,27 +676,29 @@ impl Sink for ServiceBusSink {
                 ),
             }),
         };
-        match &result {
-            Err(SinkError::Transient { .. }) => {
-                // Start over on a fresh connection next time.
-                if let Some(link) = guard.take() {
-                    let _ = link.connection.close().await;
-                }
+        if result.is_err() {
+            // Start over on a fresh connection next time: after a timeout or a lost connection
+            // the old one is in doubt, and a refused link may leave the session in doubt too
+            // (refusals are rare; a reconnect is cheap).
+            if let Some(link) = guard.take() {
+                link.close().await;
             }
-            Err(SinkError::Rejected { .. }) => {
-                // A refused link may leave the session in doubt: start over on a fresh
-                // connection (refusals are rare; a reconnect is cheap).
-                if let Some(link) = guard.take() {
-                    let _ = link.connection.close().await;
-                }
-            }
-            Ok(()) => {}
         }
         result
     }
+}
+
+#[async_trait]
+impl Sink for ServiceBusSink {
+    async fn publish(&self, topic: &str, messages: &[Message]) -> Result<(), SinkError> {
+        let topic = topic.to_string();
+        let messages = messages.to_vec();
+        self.on_amqp_thread(|core| async move { core.publish(&topic, &messages).await })
+            .await
+    }
 
     fn describe(&self) -> String {
-        format!("servicebus:{}", self.endpoint.display)
+        format!("servicebus:{}", self.core.endpoint.display)
     }
 
     async fn probe(&self, topics: &[String]) -> Vec<(String, Result<(), SinkError>)> {
@@ -708,13 +795,13 @@ mod tests {
         let sink = ServiceBusSink::new(&sink_config).unwrap();
         let msgs: Vec<Message> = ["1", "1", "2", "3"].iter().map(|i| message(i)).collect();
         let encoded: Vec<Vec<u8>> = msgs.iter().map(|_| vec![0u8; 1000]).collect();
-        assert_eq!(sink.batches(&msgs, &encoded, 100_000), vec![0..4]);
-        assert_eq!(sink.batches(&msgs, &encoded, 2_600), vec![0..2, 2..4]);
+        assert_eq!(sink.core.batches(&msgs, &encoded, 100_000), vec![0..4]);
+        assert_eq!(sink.core.batches(&msgs, &encoded, 2_600), vec![0..2, 2..4]);
         let mut partitioned = sink_config.clone();
         partitioned.partitioned = true;
         let sink = ServiceBusSink::new(&partitioned).unwrap();
         assert_eq!(
-            sink.batches(&msgs, &encoded, 100_000),
+            sink.core.batches(&msgs, &encoded, 100_000),
             vec![0..2, 2..3, 3..4]
         );
     }
