@@ -238,11 +238,12 @@ impl Connection {
         Ok(())
     }
 
-    async fn send<T: serde::Serialize>(
+    async fn send<T: serde::Serialize + std::fmt::Debug>(
         &mut self,
         channel: u16,
         perf: &T,
     ) -> Result<(), ConnectionError> {
+        tracing::trace!(peer = %self.peer, channel, ?perf, "frame out");
         let bytes = codec::encode_performative(channel, perf)?;
         self.write(bytes).await
     }
@@ -324,6 +325,7 @@ impl Connection {
         }
         let channel = frame.channel;
         let (perf, payload) = codec::decode_performative(frame.body)?;
+        tracing::trace!(peer = %self.peer, channel, ?perf, "frame in");
         match perf {
             Performative::Open(open) => self.on_open(open).await?,
             Performative::Begin(begin) => self.on_begin(channel, begin).await?,
@@ -1277,6 +1279,7 @@ impl Connection {
                 );
                 tracing::debug!(peer = %self.peer, link = %l.name, delivery_id, lock_token = %token, "delivered");
             }
+            tracing::trace!(peer = %self.peer, channel = ch, ?transfer, "frame out");
             let frames = codec::encode_transfer(ch, &transfer, &payload, max_frame)?;
             s.next_outgoing_id = s.next_outgoing_id.wrapping_add(frames.len() as u32);
             for f in frames {
