@@ -14,8 +14,22 @@ for setup in scripts/setup-python.sh scripts/ensure-postgres.sh; do
   fi
 done
 
-step "cargo test --workspace --locked"
-cargo test --workspace --locked --no-fail-fast
+# cargo-nextest runs each test in its own process under the time limits in
+# .config/nextest.toml, so a hung test fails on its own instead of stalling the suite.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+step "cargo nextest run --workspace --locked"
+status=0
+cargo nextest run --workspace --locked --no-fail-fast || status=$?
+# nextest does not run doctests.
+step "cargo test --doc --workspace --locked"
+cargo test --doc --workspace --locked --no-fail-fast || status=$?
+if (( status != 0 )); then
+  step "tests failed"
+  exit "$status"
+fi
 
 if [[ -x scripts/check-deploy.sh ]]; then
   step "scripts/check-deploy.sh"
