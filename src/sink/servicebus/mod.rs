@@ -436,25 +436,16 @@ impl SinkCore {
         let mut out = Vec::new();
         for topic in &topics {
             let mut guard = self.link.lock().await;
-            let attempt = async {
-                let link = self.ensure_link(&mut guard).await?;
-                self.sender(link, topic).await.map(|_| ())
-            };
-            let result = tokio::time::timeout(self.config.send_timeout, attempt)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(SinkError::Transient {
-                        reason: format!(
-                            "attaching to topic {topic} timed out after {:?}",
-                            self.config.send_timeout
-                        ),
-                    })
-                });
-            if result.is_err() {
-                if let Some(link) = guard.take() {
-                    link.close().await;
-                }
-            }
+            let result = self
+                .attempt(
+                    &mut guard,
+                    &format!("attaching to topic {topic}"),
+                    async |g| {
+                        let link = self.ensure_link(g).await?;
+                        self.sender(link, topic).await.map(|_| ())
+                    },
+                )
+                .await;
             out.push((topic.clone(), result));
         }
         out
@@ -663,23 +654,36 @@ fn outcome_name(outcome: &AmqpSendOutcome) -> &'static str {
 impl SinkCore {
     async fn publish(&self, topic: &str, messages: &[Message]) -> Result<(), SinkError> {
         let mut guard = self.link.lock().await;
-        let attempt = async {
-            let link = self.ensure_link(&mut guard).await?;
-            self.send_all(link, topic, messages).await
-        };
-        let result = match tokio::time::timeout(self.config.send_timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(SinkError::Transient {
-                reason: format!(
-                    "sending to topic {topic} timed out after {:?}",
-                    self.config.send_timeout
-                ),
-            }),
-        };
+        self.attempt(
+            &mut guard,
+            &format!("sending to topic {topic}"),
+            async |g| {
+                let link = self.ensure_link(g).await?;
+                self.send_all(link, topic, messages).await
+            },
+        )
+        .await
+    }
+
+    /// Runs `work` on the connection within `send_timeout` (`what` names it in the timeout
+    /// error). After any failure the connection is closed, so the next attempt starts over on a
+    /// fresh one: after a timeout or a lost connection the old one is in doubt, and a refused
+    /// link may leave the session in doubt too (refusals are rare; a reconnect is cheap).
+    async fn attempt<T>(
+        &self,
+        guard: &mut Option<Link>,
+        what: &str,
+        work: impl AsyncFnOnce(&mut Option<Link>) -> Result<T, SinkError>,
+    ) -> Result<T, SinkError> {
+        let limit = self.config.send_timeout;
+        let result = tokio::time::timeout(limit, work(guard))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SinkError::Transient {
+                    reason: format!("{what} timed out after {limit:?}"),
+                })
+            });
         if result.is_err() {
-            // Start over on a fresh connection next time: after a timeout or a lost connection
-            // the old one is in doubt, and a refused link may leave the session in doubt too
-            // (refusals are rare; a reconnect is cheap).
             if let Some(link) = guard.take() {
                 link.close().await;
             }
