@@ -834,3 +834,46 @@ async fn every_send_settles_under_cpu_contention() {
     );
     assert_eq!(arrived, SENDS);
 }
+
+/// A broker that accepts the TCP connection and then says nothing: `pollbus dlq` gives up after
+/// `sink.send_timeout` with an error naming the step, instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_against_a_silent_broker_fails_within_the_send_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // kept open, never written to
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dlq.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[sink]\nkind = \"servicebus\"\nconnection_string = \"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=k;SharedAccessKey=s;UseDevelopmentEmulator=true\"\nsend_timeout = \"1s\"\n\n[[sources]]\nname = \"d\"\nkind = \"demo\"\nsource_system = \"X\"\nresources = [{{ name = \"c\", entity = \"customer\", fields = {{ A = \"a\" }} }}]\n"
+        ),
+    )
+    .unwrap();
+    // pollbus_bin fails the test if the command takes over 120 s.
+    let (code, out, err) = pollbus_bin(
+        &path,
+        &[
+            "peek",
+            "--topic",
+            "api.event.customer",
+            "--subscription",
+            "errors",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "connecting to 127.0.0.1:{port}: no answer within 1s"
+        )),
+        "{err}"
+    );
+    silent.abort();
+}
