@@ -112,7 +112,8 @@ pub struct ServiceBusConfig {
     /// one partition key each.
     #[serde(default)]
     pub partitioned: bool,
-    /// Timeout of connecting, authorizing, attaching or sending.
+    /// Timeout of connecting, authorizing, attaching or sending; in `pollbus dlq`, of each step
+    /// (connecting, authorizing, attaching, settling, resubmitting).
     #[serde(default = "defaults::send_timeout", with = "humantime_serde")]
     #[schemars(with = "String", extend("default" = "30s"))]
     pub send_timeout: Duration,
