@@ -1,4 +1,5 @@
-//! The command line: `run`, `poll-once`, `check`, `import`, `state`.
+//! The command line (clap definitions): `run`, `poll-once`, `check`, `dlq`, `import`, `state`.
+//! The commands themselves are in the binary's `commands` folder.
 
 use std::path::PathBuf;
 
@@ -120,6 +121,29 @@ pub enum DlqAction {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+impl DlqAction {
+    /// The topic and subscription whose dead-letter queue the action works on.
+    pub fn target(&self) -> (&str, &str) {
+        match self {
+            DlqAction::Peek {
+                topic,
+                subscription,
+                ..
+            }
+            | DlqAction::Resubmit {
+                topic,
+                subscription,
+                ..
+            }
+            | DlqAction::Purge {
+                topic,
+                subscription,
+                ..
+            } => (topic, subscription),
+        }
+    }
 }
 
 /// `pollbus import …` sources.

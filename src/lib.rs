@@ -18,7 +18,6 @@ pub mod http;
 pub mod import;
 pub mod metrics;
 pub mod outbox;
-pub mod plan;
 pub mod poll;
 pub mod record;
 pub mod sink;

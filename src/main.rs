@@ -1,17 +1,16 @@
 //! The `pollbus` binary: parses the command line, loads the configuration (exit 64 when it is
-//! invalid) and hands over to the library.
+//! invalid), sets up logging and the allocator, and dispatches to the subcommand in
+//! `commands/`.
+
+mod commands;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
-use pollbus::cli::{Cli, Command, ImportFrom};
-use pollbus::clock::SystemClock;
+use commands::EXIT_CONFIG;
+use pollbus::cli::{Cli, Command};
 use pollbus::config::{Config, LogFormat};
-use pollbus::daemon::App;
 
 /// mimalloc instead of glibc malloc: the poll loop allocates and frees whole pages of JSON;
 /// with glibc, freeing them (`malloc_consolidate`, `_int_free`) took a third of pollbus's CPU in
@@ -32,9 +31,6 @@ fn purge_freed_memory_promptly() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
 }
 
-/// EX_USAGE: the configuration is invalid.
-const EXIT_CONFIG: u8 = 64;
-
 fn main() -> ExitCode {
     purge_freed_memory_promptly();
     let cli = Cli::parse();
@@ -45,7 +41,7 @@ fn main() -> ExitCode {
         | Command::Check { config, .. }
         | Command::State { config, .. }
         | Command::Dlq { config, .. } => config.clone(),
-        Command::Import { from } => return import(from),
+        Command::Import { from } => return commands::import::import(from),
     };
     let config = match Config::load(&path) {
         Ok(config) => config,
@@ -88,150 +84,19 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Runs the subcommand; its exit code.
 async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { probe, .. } => {
-            print!("{}", pollbus::plan::describe(&config));
-            if !probe {
-                return Ok(ExitCode::SUCCESS);
-            }
-            let app = App::start(config, Arc::new(SystemClock))
-                .await
-                .context("cannot start")?;
-            let mut ok = true;
-            for (topic, result) in app.probe_sink().await {
-                match result {
-                    Ok(()) => println!("probe topic {topic}: ok, a sender attached"),
-                    Err(e) => {
-                        ok = false;
-                        println!("probe topic {topic}: failed: {e}");
-                    }
-                }
-            }
-            for (resource, result) in app.probe().await {
-                match result {
-                    Ok(Some(missing)) if missing.is_empty() => {
-                        println!("probe {resource}: ok, every configured field is present")
-                    }
-                    Ok(Some(missing)) => {
-                        ok = false;
-                        println!("probe {resource}: missing {}", missing.join(", "));
-                    }
-                    Ok(None) => println!(
-                        "probe {resource}: reachable, but no record to check fields against"
-                    ),
-                    Err(e) => {
-                        ok = false;
-                        println!("probe {resource}: failed: {e}");
-                    }
-                }
-            }
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        Command::Run { .. } => {
-            let app = App::start(config, Arc::new(SystemClock))
-                .await
-                .context("cannot start")?;
-            let stop = CancellationToken::new();
-            tokio::spawn(watch_signals(stop.clone()));
-            let left = app.run(stop).await?;
-            if left > 0 {
-                eprintln!("pollbus: stopped with {left} messages still in the outbox; they are sent on the next start");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Check { probe, .. } => commands::check::check(config, probe).await,
+        Command::Run { .. } => commands::run::run(config).await,
         Command::PollOnce { resource, .. } => {
-            let app = App::start(config, Arc::new(SystemClock))
-                .await
-                .context("cannot start")?;
-            let (report, errors, left) = app.poll_once(resource.as_deref()).await?;
-            eprintln!(
-                "pollbus: polled {} pages, {} records: {} created, {} updated, {} deleted, {} no-op, {} skipped; outbox left {}",
-                report.pages, report.records, report.created, report.updated, report.deleted,
-                report.noop, report.skipped, left
-            );
-            for e in &errors {
-                eprintln!("pollbus: poll failed: {e}");
-            }
-            Ok(if errors.is_empty() && left == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            commands::poll_once::poll_once(config, resource.as_deref()).await
         }
         Command::Dlq { action, .. } => {
-            pollbus::plan::dlq(&config, action, &mut std::io::stdout()).await
+            commands::dlq::dlq(&config, action, &mut std::io::stdout()).await
         }
-        Command::Import { from } => Ok(import(&from)),
-        Command::State { action, .. } => {
-            let store = pollbus::store::open(config.state.url.expose()).await?;
-            pollbus::plan::state(store.as_ref(), action, &mut std::io::stdout()).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// `pollbus import`: the configuration on stdout (or `--out`), warnings on stderr.
-fn import(from: &ImportFrom) -> ExitCode {
-    let ImportFrom::CloudElements { file, out } = from;
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("pollbus: cannot read {}: {e}", file.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let imported = match pollbus::import::cloud_elements(&text, &file.display().to_string()) {
-        Ok(imported) => imported,
-        Err(e) => {
-            eprintln!("pollbus: import failed: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    for warning in &imported.warnings {
-        eprintln!("pollbus: warning: {warning}");
-    }
-    match out {
-        None => print!("{}", imported.toml),
-        Some(path) => {
-            if let Err(e) = std::fs::write(path, &imported.toml) {
-                eprintln!("pollbus: cannot write {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-            eprintln!("pollbus: wrote {}", path.display());
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-/// First SIGINT/SIGTERM: graceful stop. Second: exit at once (state stays consistent: every
-/// page is one transaction).
-async fn watch_signals(stop: CancellationToken) {
-    wait_for_signal().await;
-    tracing::info!("signal received; stopping gracefully (send again to exit at once)");
-    stop.cancel();
-    wait_for_signal().await;
-    eprintln!("pollbus: second signal; exiting at once");
-    std::process::exit(130);
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        Command::Import { from } => Ok(commands::import::import(&from)),
+        Command::State { action, .. } => commands::state::run(&config, action).await,
     }
 }
 

@@ -22,7 +22,8 @@ use azure_core_amqp::{
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{connect, Endpoint, Link, CLOSE_TIMEOUT};
+use super::endpoint::Endpoint;
+use super::link::{connect, Link, CLOSE_TIMEOUT};
 use crate::config::ServiceBusConfig;
 
 /// How long a dead-letter queue must stay silent before it counts as drained.

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
 
 /// A current-thread runtime on its own OS thread; stops when dropped.
-pub(crate) struct AmqpRuntime {
+pub struct AmqpRuntime {
     handle: Handle,
     /// Dropping it ends the runtime's `block_on`, which cancels whatever still runs there.
     _stop: oneshot::Sender<()>,
@@ -32,11 +32,11 @@ pub(crate) struct AmqpRuntime {
 /// The runtime stopped before the work finished.
 #[derive(Debug, thiserror::Error)]
 #[error("the Service Bus client thread stopped")]
-pub(crate) struct RuntimeStopped;
+pub struct RuntimeStopped;
 
 impl AmqpRuntime {
     /// Starts the runtime on a thread named `name`.
-    pub(crate) fn start(name: &str) -> std::io::Result<Self> {
+    pub fn start(name: &str) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -58,7 +58,7 @@ impl AmqpRuntime {
 
     /// Runs `work` on this runtime and waits for it. Dropping the returned future cancels the
     /// work (nothing keeps running on the AMQP thread after its caller gave up).
-    pub(crate) async fn run<F, T>(&self, work: F) -> Result<T, RuntimeStopped>
+    pub async fn run<F, T>(&self, work: F) -> Result<T, RuntimeStopped>
     where
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
