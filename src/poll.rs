@@ -124,6 +124,28 @@ pub struct Poller {
 }
 
 impl Poller {
+    /// A poller for `resource` of `source`, committing into `store` and stamping messages for
+    /// topics named `topic_prefix` + entity; it pauses while the outbox holds
+    /// `max_outbox_rows` rows and pokes a fresh [`Notify`] (replace `wake` to share one).
+    pub fn new(
+        source: Arc<dyn Source>,
+        resource: Arc<Resource>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        topic_prefix: impl Into<String>,
+        max_outbox_rows: u64,
+    ) -> Poller {
+        Poller {
+            source,
+            resource,
+            store,
+            clock,
+            topic_prefix: topic_prefix.into(),
+            wake: Arc::new(Notify::new()),
+            max_outbox_rows,
+        }
+    }
+
     fn key(&self) -> ResourceKey {
         ResourceKey::new(&self.resource.source, &self.resource.name)
     }
