@@ -1,26 +1,16 @@
 //! The `pollbus` binary: exit codes, messages, the quickstart, and the state commands.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn pollbus(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pollbus"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("pollbus runs")
-}
+use pollbus_testkit::cli::{http_get_blocking, pollbus, text};
+use pollbus_testkit::schema;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_pollbus");
 
 const DEMO: &str = r#"
 [state]
@@ -62,7 +52,12 @@ fn lines(path: &Path) -> Vec<Value> {
 fn check_prints_the_plan() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), DEMO);
-    let out = pollbus(dir.path(), &["check", "--config", "pollbus.toml"]);
+    let out = pollbus(
+        BIN,
+        Some(dir.path()),
+        &["check", "--config", "pollbus.toml"],
+        &[],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let plan = text(&out.stdout);
     assert!(
@@ -124,7 +119,12 @@ fn bad_configs_exit_64_with_one_precise_line_each() {
     ];
     for (config, expected) in cases {
         write_config(dir.path(), &config);
-        let out = pollbus(dir.path(), &["check", "--config", "pollbus.toml"]);
+        let out = pollbus(
+            BIN,
+            Some(dir.path()),
+            &["check", "--config", "pollbus.toml"],
+            &[],
+        );
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{err}");
         let problem_lines: Vec<&str> = err
@@ -137,7 +137,12 @@ fn bad_configs_exit_64_with_one_precise_line_each() {
         }
         assert!(out.stdout.is_empty());
         // run refuses the same config the same way, before anything starts
-        let out = pollbus(dir.path(), &["run", "--config", "pollbus.toml"]);
+        let out = pollbus(
+            BIN,
+            Some(dir.path()),
+            &["run", "--config", "pollbus.toml"],
+            &[],
+        );
         assert_eq!(out.status.code(), Some(64));
         assert!(!dir.path().join("state").exists(), "nothing started");
     }
@@ -147,7 +152,12 @@ fn bad_configs_exit_64_with_one_precise_line_each() {
 fn poll_once_writes_valid_lines_and_never_repeats_a_change() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), DEMO);
-    let out = pollbus(dir.path(), &["poll-once", "--config", "pollbus.toml"]);
+    let out = pollbus(
+        BIN,
+        Some(dir.path()),
+        &["poll-once", "--config", "pollbus.toml"],
+        &[],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let first = lines(&dir.path().join("out/messages.jsonl"));
     assert!(
@@ -156,11 +166,12 @@ fn poll_once_writes_valid_lines_and_never_repeats_a_change() {
         first.len()
     );
     for line in &first {
-        support::schema::assert_valid_message(line);
+        schema::assert_valid_message(line);
     }
     // Immediately again: nothing changed in the demo within milliseconds (or a few did).
     let out = pollbus(
-        dir.path(),
+        BIN,
+        Some(dir.path()),
         &[
             "poll-once",
             "--config",
@@ -168,6 +179,7 @@ fn poll_once_writes_valid_lines_and_never_repeats_a_change() {
             "--resource",
             "demo/customers",
         ],
+        &[],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let all = lines(&dir.path().join("out/messages.jsonl"));
@@ -177,7 +189,8 @@ fn poll_once_writes_valid_lines_and_never_repeats_a_change() {
         .collect();
     assert_eq!(ids.len(), all.len(), "no message id twice");
     let out = pollbus(
-        dir.path(),
+        BIN,
+        Some(dir.path()),
         &[
             "poll-once",
             "--config",
@@ -185,6 +198,7 @@ fn poll_once_writes_valid_lines_and_never_repeats_a_change() {
             "--resource",
             "nope",
         ],
+        &[],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -198,27 +212,53 @@ fn poll_once_writes_valid_lines_and_never_repeats_a_change() {
 fn state_show_dead_and_retry_dead() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), DEMO);
-    let show = pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]);
+    let show = pollbus(
+        BIN,
+        Some(dir.path()),
+        &["state", "--config", "pollbus.toml", "show"],
+        &[],
+    );
     assert!(show.status.success(), "{}", text(&show.stderr));
     assert!(text(&show.stdout).contains("no resource has been polled yet"));
-    assert!(
-        pollbus(dir.path(), &["poll-once", "--config", "pollbus.toml"])
-            .status
-            .success()
+    assert!(pollbus(
+        BIN,
+        Some(dir.path()),
+        &["poll-once", "--config", "pollbus.toml"],
+        &[]
+    )
+    .status
+    .success());
+    let show = text(
+        &pollbus(
+            BIN,
+            Some(dir.path()),
+            &["state", "--config", "pollbus.toml", "show"],
+            &[],
+        )
+        .stdout,
     );
-    let show = text(&pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]).stdout);
     assert!(
         show.starts_with("outbox: 0 waiting; dead letters: 0"),
         "{show}"
     );
     assert!(show.contains("demo/customers: cursor 20"), "{show}");
     assert!(show.contains("baseline done"), "{show}");
-    let dead = text(&pollbus(dir.path(), &["state", "--config", "pollbus.toml", "dead"]).stdout);
+    let dead = text(
+        &pollbus(
+            BIN,
+            Some(dir.path()),
+            &["state", "--config", "pollbus.toml", "dead"],
+            &[],
+        )
+        .stdout,
+    );
     assert_eq!(dead.trim(), "no dead letters");
     let retry = text(
         &pollbus(
-            dir.path(),
+            BIN,
+            Some(dir.path()),
             &["state", "--config", "pollbus.toml", "retry-dead"],
+            &[],
         )
         .stdout,
     );
@@ -234,7 +274,12 @@ fn a_state_file_that_is_not_pollbus_is_refused_and_untouched() {
 
     std::fs::write(&db, b"this is someone's notes, not a database").unwrap();
     let before = std::fs::read(&db).unwrap();
-    let out = pollbus(dir.path(), &["poll-once", "--config", "pollbus.toml"]);
+    let out = pollbus(
+        BIN,
+        Some(dir.path()),
+        &["poll-once", "--config", "pollbus.toml"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -250,7 +295,12 @@ fn a_state_file_that_is_not_pollbus_is_refused_and_untouched() {
         .unwrap();
     assert!(status.success());
     let before = std::fs::read(&db).unwrap();
-    let out = pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]);
+    let out = pollbus(
+        BIN,
+        Some(dir.path()),
+        &["state", "--config", "pollbus.toml", "show"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("it has tables invoices"),
@@ -271,7 +321,7 @@ fn a_state_file_that_is_not_pollbus_is_refused_and_untouched() {
 fn quickstart_prints_valid_messages_quickly_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pollbus"))
+    let mut child = Command::new(BIN)
         .args(["run", "--config", config.to_str().unwrap()])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
@@ -284,7 +334,7 @@ fn quickstart_prints_valid_messages_quickly_and_stops_on_sigterm() {
     reader.read_line(&mut line).unwrap();
     let elapsed = started.elapsed();
     assert!(!line.is_empty(), "no message before the stream ended");
-    support::schema::assert_valid_message(&serde_json::from_str(&line).unwrap());
+    schema::assert_valid_message(&serde_json::from_str(&line).unwrap());
     assert!(
         elapsed < Duration::from_secs(15),
         "first message after {elapsed:?}"
@@ -297,7 +347,7 @@ fn quickstart_prints_valid_messages_quickly_and_stops_on_sigterm() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
     for l in rest.lines() {
-        support::schema::assert_valid_message(&serde_json::from_str(l).unwrap());
+        schema::assert_valid_message(&serde_json::from_str(l).unwrap());
     }
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -310,21 +360,6 @@ fn quickstart_prints_valid_messages_quickly_and_stops_on_sigterm() {
         dir.path().join("data/pollbus.db").exists(),
         "state under ./data"
     );
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    (status, body)
 }
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -350,7 +385,7 @@ fn run_serves_metrics_and_stops_cleanly_on_sigterm() {
             "source_system = \"CRM\"\ninterval = \"1s\"",
         );
     write_config(dir.path(), &config);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pollbus"))
+    let mut child = Command::new(BIN)
         .args(["run", "--config", "pollbus.toml"])
         .current_dir(dir.path())
         .env("RUST_LOG", "info")
@@ -372,11 +407,11 @@ fn run_serves_metrics_and_stops_cleanly_on_sigterm() {
         }
     }
     let addr = addr.unwrap();
-    assert_eq!(http_get(&addr, "/live").0, 200);
+    assert_eq!(http_get_blocking(&addr, "/live").0, 200);
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut metrics = String::new();
     while Instant::now() < deadline {
-        let (status, body) = http_get(&addr, "/metrics");
+        let (status, body) = http_get_blocking(&addr, "/metrics");
         assert_eq!(status, 200);
         metrics = body;
         if metric(
@@ -389,7 +424,7 @@ fn run_serves_metrics_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(
-        http_get(&addr, "/ready").0,
+        http_get_blocking(&addr, "/ready").0,
         200,
         "store open and sink connected"
     );
@@ -434,7 +469,15 @@ fn run_serves_metrics_and_stops_cleanly_on_sigterm() {
     let out = child.wait().unwrap();
     assert_eq!(out.code(), Some(0), "{rest}");
     assert!(rest.contains("outbox_left=0"), "{rest}");
-    let show = text(&pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]).stdout);
+    let show = text(
+        &pollbus(
+            BIN,
+            Some(dir.path()),
+            &["state", "--config", "pollbus.toml", "show"],
+            &[],
+        )
+        .stdout,
+    );
     assert!(show.starts_with("outbox: 0 waiting"), "{show}");
 }
 
@@ -451,7 +494,7 @@ fn a_second_signal_exits_at_once_without_losing_the_outbox() {
         )
     );
     write_config(dir.path(), &config);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pollbus"))
+    let mut child = Command::new(BIN)
         .args(["run", "--config", "pollbus.toml"])
         .current_dir(dir.path())
         .env("RUST_LOG", "info")
@@ -491,7 +534,15 @@ fn a_second_signal_exits_at_once_without_losing_the_outbox() {
         .success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{seen}");
-    let show = text(&pollbus(dir.path(), &["state", "--config", "pollbus.toml", "show"]).stdout);
+    let show = text(
+        &pollbus(
+            BIN,
+            Some(dir.path()),
+            &["state", "--config", "pollbus.toml", "show"],
+            &[],
+        )
+        .stdout,
+    );
     let waiting: u64 = show
         .strip_prefix("outbox: ")
         .and_then(|s| s.split(' ').next())

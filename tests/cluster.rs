@@ -3,7 +3,6 @@
 //! twice (except with the same message id), and a replica frozen past its lease cannot write.
 
 mod pg;
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use pollbus::clock::{Clock, SystemClock};
+use pollbus::clock::SystemClock;
 use pollbus::config::Config;
 use pollbus::contract::Message;
 use pollbus::daemon::App;
@@ -25,7 +24,8 @@ use pollbus::source::{DeletePage, IdPage, Page, Resource, Source, SourceError};
 use pollbus::store::fenced::FencedStore;
 use pollbus::store::postgres::PgStore;
 use pollbus::store::{ResourceKey, Store, StoreError, StoreOptions};
-use support::{customer, MemorySink, ScriptedSource};
+use pollbus_testkit::scripted::customer;
+use pollbus_testkit::{MemorySink, ScriptedSource};
 
 const RESOURCES: usize = 12;
 const LEASE_TTL: Duration = Duration::from_secs(2);
@@ -536,23 +536,22 @@ async fn a_replica_frozen_past_its_lease_cannot_commit() {
     let log: FetchLog = Arc::default();
     let poller = |store: Arc<dyn Store>, replica: &str, gate: Option<Arc<Semaphore>>| {
         let fenced = Arc::new(FencedStore::new(store));
-        let poller = Poller {
-            source: Arc::new(Observed {
+        let poller = Poller::new(
+            Arc::new(Observed {
                 inner: source.clone(),
                 replica: replica.into(),
                 log: log.clone(),
                 gate,
             }),
-            resource: Arc::new(Resource::build(
+            Arc::new(Resource::build(
                 &config.sources[0],
                 &config.sources[0].resources[0],
             )),
-            store: fenced.clone(),
-            clock: Arc::new(SystemClock) as Arc<dyn Clock>,
-            topic_prefix: "api.event.".into(),
-            wake: Arc::new(Notify::new()),
-            max_outbox_rows: 100_000,
-        };
+            fenced.clone(),
+            Arc::new(SystemClock),
+            "api.event.",
+            100_000,
+        );
         (poller, fenced)
     };
     let trace = pollbus::contract::TraceContext::random();

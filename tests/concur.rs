@@ -2,21 +2,12 @@
 //! `NextPage` paging, geolocation, rotating refresh tokens across a restart, `invalid_grant`,
 //! reconciled deletes, and errors that leave the cursor where it was.
 
-mod support;
-#[path = "support"]
-#[allow(dead_code, unused_imports)]
-mod sim {
-    pub mod concur;
-    pub mod harness;
-}
-
 use serde_json::json;
 
 use pollbus::poll::PollError;
 use pollbus::source::SourceError;
-use sim::concur::{report, ConcurSim, Fault, TokenRequest, CLIENT};
-use sim::harness::VendorHarness;
-use support::t;
+use pollbus_testkit::concur::{report, ConcurSim, Fault, TokenRequest, CLIENT};
+use pollbus_testkit::{param, t, Harness};
 
 const REPORTS: &str = "reports";
 
@@ -43,18 +34,12 @@ auth = {{ kind = "oauth2", client_id = "{}", client_secret = "{}", refresh_token
     )
 }
 
-async fn harness(sim: &ConcurSim, page_size: u32) -> VendorHarness {
-    VendorHarness::new(
+async fn harness(sim: &ConcurSim, page_size: u32) -> Harness {
+    Harness::vendor(
         &config(sim.login_url(), page_size),
         t("2024-06-01T12:00:00Z"),
     )
     .await
-}
-
-fn param(query: &str, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 fn token(host: &'static str, refresh: &str, status: u16) -> TokenRequest {
@@ -192,7 +177,7 @@ async fn an_explicit_token_url_is_kept_after_the_geolocation_is_known() {
             sim.login_url()
         ),
     );
-    let h = VendorHarness::new(&text, t("2024-06-01T12:00:00Z")).await;
+    let h = Harness::vendor(&text, t("2024-06-01T12:00:00Z")).await;
     h.poll(REPORTS).await;
     h.advance(chrono::Duration::hours(2));
     h.poll(REPORTS).await;

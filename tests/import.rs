@@ -5,10 +5,9 @@
 //! `pollbus check`. Rendering each seed's URL template at fixed instants is tested in
 //! `src/source/template.rs` (`seed_templates_render_exactly`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use pollbus::config::{AuthConfig, Config, RestPaging, SourceKind};
+use pollbus_testkit::cli::{pollbus, text};
+use std::path::{Path, PathBuf};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,18 +15,7 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn pollbus(args: &[&str], env: &[(String, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pollbus"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("pollbus runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_pollbus");
 
 /// The `${env:NAME}` names in a configuration, each with a dummy value.
 fn env_refs(toml: &str) -> Vec<(String, String)> {
@@ -50,6 +38,8 @@ fn import_and_check(seed: &str) -> Import {
     let out = dir.path().join("pollbus.toml");
     let file = data(seed);
     let run = pollbus(
+        BIN,
+        None,
         &[
             "import",
             "cloud-elements",
@@ -77,6 +67,8 @@ fn import_and_check(seed: &str) -> Import {
         }
     }
     let check = pollbus(
+        BIN,
+        None,
         &["check", "--config", out.to_str().unwrap()],
         &env_refs(&toml),
     );
@@ -223,6 +215,8 @@ fn seed_002_revel_with_its_copy_me_entry() {
     );
     // The same page's curl example is not valid JSON (missing commas); it is refused precisely.
     let bad = pollbus(
+        BIN,
+        None,
         &[
             "import",
             "cloud-elements",
@@ -279,6 +273,8 @@ fn seed_003_concur_with_and_without_strings() {
 
     // The snippet alone polls nothing: refused with exit 64 and the reason.
     let empty = pollbus(
+        BIN,
+        None,
         &[
             "import",
             "cloud-elements",

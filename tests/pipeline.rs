@@ -1,8 +1,6 @@
 //! The pipeline end to end through real SQLite: detection rules, cursor safety, crashes and
 //! restarts, deletes, dead letters. Every message is validated against the schemas by the sink.
 
-mod support;
-
 use std::collections::HashSet;
 
 use serde_json::json;
@@ -10,29 +8,12 @@ use tokio_util::sync::CancellationToken;
 
 use pollbus::contract::{PropertyValue, TraceContext};
 use pollbus::poll::PollError;
-use support::*;
-
-fn ids(sink: &MemorySink) -> Vec<String> {
-    sink.messages()
-        .iter()
-        .map(|m| m.message_id.clone())
-        .collect()
-}
-
-fn assert_unique(sink: &MemorySink) {
-    let all = ids(sink);
-    let unique: HashSet<&String> = all.iter().collect();
-    assert_eq!(
-        unique.len(),
-        all.len(),
-        "a change was published twice: {:?}",
-        sink.summary()
-    );
-}
+use pollbus_testkit::scripted::{config, customer, Row};
+use pollbus_testkit::{t, Harness, SinkMode};
 
 #[tokio::test]
 async fn baseline_then_create_update_noop_and_reconciled_delete() {
-    let rig = Rig::new(config(
+    let rig = Harness::scripted(config(
         100,
         r#"deletes = "reconcile"
   reconcile_interval = "1m""#,
@@ -89,7 +70,7 @@ async fn baseline_then_create_update_noop_and_reconciled_delete() {
     assert_eq!(update.topic, "api.event.customer");
 
     rig.source.delete("2", "2024-06-01T11:30:00Z", false);
-    rig.clock.advance(chrono::Duration::minutes(2));
+    rig.advance(chrono::Duration::minutes(2));
     let r = rig.cycle().await;
     assert_eq!(r.deleted, 1);
     let delete = rig.sink.messages().pop().unwrap();
@@ -108,12 +89,12 @@ async fn baseline_then_create_update_noop_and_reconciled_delete() {
 
     let r = rig.cycle().await;
     assert_eq!(r.messages(), 0, "nothing new: {r:?}");
-    assert_unique(&rig.sink);
+    rig.sink.assert_unique();
 }
 
 #[tokio::test]
 async fn initial_emit_publishes_existing_records_by_the_created_rule() {
-    let rig = Rig::new(config(100, r#"initial = "emit""#)).await;
+    let rig = Harness::scripted(config(100, r#"initial = "emit""#)).await;
     rig.source.put(
         "new",
         "2024-01-01T00:00:00Z",
@@ -132,7 +113,7 @@ async fn initial_emit_publishes_existing_records_by_the_created_rule() {
 
 #[tokio::test]
 async fn equal_timestamps_across_page_boundaries_lose_and_double_nothing() {
-    let rig = Rig::new(config(3, "")).await;
+    let rig = Harness::scripted(config(3, "")).await;
     rig.cycle().await; // empty baseline
     for i in 0..10 {
         rig.source.put(
@@ -157,12 +138,12 @@ async fn equal_timestamps_across_page_boundaries_lose_and_double_nothing() {
     let r = rig.cycle().await;
     assert_eq!((r.created, r.unchanged), (3, 10), "{r:?}");
     assert_eq!(rig.sink.messages().len(), 13);
-    assert_unique(&rig.sink);
+    rig.sink.assert_unique();
 }
 
 #[tokio::test]
 async fn late_commit_within_the_overlap_is_found() {
-    let rig = Rig::new(config(100, "")).await;
+    let rig = Harness::scripted(config(100, "")).await;
     rig.source.put(
         "a",
         "2024-06-01T10:00:00Z",
@@ -191,12 +172,12 @@ async fn late_commit_within_the_overlap_is_found() {
     let r = rig.cycle().await;
     assert_eq!(r.created, 1, "the overlap (60 s) reaches 30 s back: {r:?}");
     assert_eq!(rig.sink.messages().last().unwrap().body.id, "late");
-    assert_unique(&rig.sink);
+    rig.sink.assert_unique();
 }
 
 #[tokio::test]
 async fn a_failed_page_keeps_the_cursor_and_the_next_poll_completes() {
-    let rig = Rig::new(config(2, "")).await;
+    let rig = Harness::scripted(config(2, "")).await;
     rig.cycle().await;
     for i in 0..5 {
         rig.source.put(
@@ -225,12 +206,12 @@ async fn a_failed_page_keeps_the_cursor_and_the_next_poll_completes() {
     rig.source.fail_from(None);
     rig.cycle().await;
     assert_eq!(rig.sink.messages().len(), 5);
-    assert_unique(&rig.sink);
+    rig.sink.assert_unique();
 }
 
 #[tokio::test]
 async fn restart_in_the_middle_of_a_resource_loses_and_doubles_nothing() {
-    let mut rig = Rig::new(config(2, "")).await;
+    let mut rig = Harness::scripted(config(2, "")).await;
     rig.cycle().await;
     for i in 0..7 {
         rig.source.put(
@@ -259,12 +240,12 @@ async fn restart_in_the_middle_of_a_resource_loses_and_doubles_nothing() {
         .map(|m| m.body.id.clone())
         .collect();
     assert_eq!(got.len(), 7, "{:?}", rig.sink.summary());
-    assert_unique(&rig.sink);
+    rig.sink.assert_unique();
 }
 
 #[tokio::test]
 async fn crash_between_detection_and_publication_delivers_everything_once() {
-    let mut rig = Rig::new(config(100, "")).await;
+    let mut rig = Harness::scripted(config(100, "")).await;
     rig.cycle().await;
     for i in 0..4 {
         rig.source.put(
@@ -291,12 +272,12 @@ async fn crash_between_detection_and_publication_delivers_everything_once() {
     rig.cycle().await;
     assert_eq!(rig.sink.messages().len(), 4);
     assert_eq!(rig.store.outbox_stats().await.unwrap().depth, 0);
-    assert_unique(&rig.sink);
+    rig.sink.assert_unique();
 }
 
 #[tokio::test]
 async fn a_message_repeats_only_when_the_sink_never_acknowledged_it() {
-    let rig = Rig::new(config(100, "")).await;
+    let rig = Harness::scripted(config(100, "")).await;
     rig.cycle().await;
     rig.source.put(
         "q",
@@ -326,7 +307,7 @@ async fn a_message_repeats_only_when_the_sink_never_acknowledged_it() {
 
 #[tokio::test]
 async fn unreadable_records_are_skipped_and_the_poll_goes_on() {
-    let rig = Rig::new(config(100, "")).await;
+    let rig = Harness::scripted(config(100, "")).await;
     rig.cycle().await;
     rig.source.put(
         "ok",
@@ -345,7 +326,7 @@ async fn unreadable_records_are_skipped_and_the_poll_goes_on() {
 
 #[tokio::test]
 async fn stale_copies_are_ignored() {
-    let rig = Rig::new(config(100, "")).await;
+    let rig = Harness::scripted(config(100, "")).await;
     rig.source.put(
         "s",
         "2024-06-01T10:00:00Z",
@@ -369,7 +350,7 @@ async fn audit_and_reconcile_together_emit_one_delete() {
     // Only ServiceNow has a delete audit; the scripted source plays one for the engine.
     let mut config = config(100, r#"reconcile_interval = "1m""#);
     config.sources[0].resources[0].deletes = pollbus::config::DeleteMode::Both;
-    let rig = Rig::new(config).await;
+    let rig = Harness::scripted(config).await;
     rig.source.put(
         "d1",
         "2024-01-01T00:00:00Z",
@@ -391,10 +372,10 @@ async fn audit_and_reconcile_together_emit_one_delete() {
     rig.cycle().await;
     rig.source.delete("d1", "2024-06-01T11:00:00Z", true); // audited
     rig.source.delete("d2", "2024-06-01T11:00:00Z", false); // table cleaner: no audit row
-    rig.clock.advance(chrono::Duration::minutes(5));
+    rig.advance(chrono::Duration::minutes(5));
     let r = rig.cycle().await;
     assert_eq!(r.deleted, 2, "{r:?}");
-    rig.clock.advance(chrono::Duration::minutes(5));
+    rig.advance(chrono::Duration::minutes(5));
     let r = rig.cycle().await;
     assert_eq!(
         r.deleted, 0,
@@ -421,7 +402,7 @@ async fn audit_and_reconcile_together_emit_one_delete() {
 
 #[tokio::test]
 async fn reconciliation_that_would_delete_too_much_is_refused() {
-    let rig = Rig::new(config(
+    let rig = Harness::scripted(config(
         100,
         r#"deletes = "reconcile"
   reconcile_interval = "1m""#,
@@ -437,7 +418,7 @@ async fn reconciliation_that_would_delete_too_much_is_refused() {
     }
     rig.cycle().await;
     *rig.source.empty_listing.lock().unwrap() = true;
-    rig.clock.advance(chrono::Duration::minutes(5));
+    rig.advance(chrono::Duration::minutes(5));
     let err = rig
         .poller("customers")
         .poll(&TraceContext::random(), &CancellationToken::new())
@@ -459,7 +440,7 @@ async fn reconciliation_that_would_delete_too_much_is_refused() {
 
 #[tokio::test]
 async fn rejected_messages_go_to_the_dead_table_and_can_be_retried() {
-    let rig = Rig::new(config(100, "")).await;
+    let rig = Harness::scripted(config(100, "")).await;
     rig.cycle().await;
     for id in ["p1", "p2", "p3"] {
         rig.source.put(
@@ -492,7 +473,7 @@ async fn rejected_messages_go_to_the_dead_table_and_can_be_retried() {
 
 #[tokio::test]
 async fn a_missing_topic_dead_letters_its_messages_without_blocking() {
-    let rig = Rig::new(config(100, "")).await;
+    let rig = Harness::scripted(config(100, "")).await;
     rig.cycle().await;
     rig.source.put(
         "m",
@@ -514,7 +495,7 @@ async fn polling_pauses_while_the_outbox_is_full() {
     let mut config = config(100, "");
     config.outbox.max_rows = 2;
     config.outbox.batch_size = 2;
-    let rig = Rig::new(config).await;
+    let rig = Harness::scripted(config).await;
     rig.cycle().await;
     for i in 0..3 {
         rig.source.put(
@@ -550,7 +531,7 @@ async fn polling_pauses_while_the_outbox_is_full() {
 
 #[tokio::test]
 async fn child_class_records_are_left_to_the_child_resource() {
-    let rig = Rig::new(config(100, "")).await;
+    let rig = Harness::scripted(config(100, "")).await;
     let mut poller = rig.poller("customers");
     let resource = std::sync::Arc::get_mut(&mut poller.resource).unwrap();
     resource.skip_classes = vec!["customer_contact".into()];

@@ -2,21 +2,12 @@
 //! anchored limit/offset paging with and without `meta.next`, PST dates across DST changes,
 //! reconciled deletes, and errors that leave the cursor where it was.
 
-mod support;
-#[path = "support"]
-#[allow(dead_code, unused_imports)]
-mod sim {
-    pub mod harness;
-    pub mod revel;
-}
-
 use serde_json::json;
 
 use pollbus::poll::PollError;
 use pollbus::source::SourceError;
-use sim::harness::VendorHarness;
-use sim::revel::{timesheet, Fault, RevelSim, API_AUTHENTICATION};
-use support::t;
+use pollbus_testkit::revel::{timesheet, Fault, RevelSim, API_AUTHENTICATION};
+use pollbus_testkit::{param, t, Harness};
 
 fn config(base: &str, page_size: u32, credentials: &str, extra: &str) -> String {
     format!(
@@ -42,19 +33,12 @@ auth = {{ kind = "header", name = "API-AUTHENTICATION", value = "{credentials}" 
     )
 }
 
-async fn harness(sim: &RevelSim, page_size: u32, extra: &str) -> VendorHarness {
-    VendorHarness::new(
+async fn harness(sim: &RevelSim, page_size: u32, extra: &str) -> Harness {
+    Harness::vendor(
         &config(sim.base_url(), page_size, API_AUTHENTICATION, extra),
         t("2024-06-01T12:00:00Z"),
     )
     .await
-}
-
-fn param(request: &str, name: &str) -> Option<String> {
-    let query = request.split_once('?')?.1;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 const ENTRY: &str = "TimeSheetEntry";
@@ -398,7 +382,7 @@ async fn pst_dates_across_dst_changes() {
     );
 }
 
-async fn assert_fails_keeping_cursor(h: &VendorHarness, expect: &[&str]) {
+async fn assert_fails_keeping_cursor(h: &Harness, expect: &[&str]) {
     let before = h.cursor(ENTRY).await;
     let sent = h.sink.messages().len();
     let err = h.try_poll(ENTRY).await.unwrap_err();
@@ -454,7 +438,7 @@ async fn errors_are_clear_and_leave_the_cursor_unchanged() {
     assert_eq!(h.cursor(ENTRY).await, Some(t("2024-05-01T11:00:00Z")));
 
     // Wrong credentials: 401, not retried, the secret never shown.
-    let bad = VendorHarness::new(
+    let bad = Harness::vendor(
         &config(sim.base_url(), 100, "revel-key:wrong-secret", ""),
         t("2024-06-01T12:00:00Z"),
     )

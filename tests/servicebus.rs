@@ -2,13 +2,6 @@
 //! `azure_core_amqp`) → the Service Bus emulator → Microsoft's Python `azure-servicebus` SDK as
 //! the subscriber. Needs the venv from `scripts/setup-python.sh` (or `POLLBUS_PYTHON`).
 
-mod support;
-#[path = "support"]
-#[allow(dead_code, unused_imports)]
-mod sim {
-    pub mod servicenow;
-}
-
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,9 +20,10 @@ use pollbus::source::{self, Resource, SourceContext};
 use pollbus::store::sqlite::SqliteStore;
 use pollbus::store::OutboxStats;
 use pollbus::store::Store;
+use pollbus_testkit::schema;
+use pollbus_testkit::servicenow::ServiceNowSim;
+use pollbus_testkit::t;
 use servicebus_emulator::Emulator;
-use sim::servicenow::ServiceNowSim;
-use support::t;
 
 const EMULATOR: &str = r#"{"UserConfig":{"Namespaces":[{"Name":"sbemulatorns","Topics":[
   {"Name":"api.event.customer","Properties":{"RequiresDuplicateDetection":true,"DuplicateDetectionHistoryTimeWindow":"PT5M"},
@@ -164,15 +158,14 @@ impl E2e {
             .map(|r| {
                 (
                     r.name.clone(),
-                    Poller {
-                        source: source.clone(),
-                        resource: Arc::new(Resource::build(sc, r)),
-                        store: store.clone(),
-                        clock: clock.clone(),
-                        topic_prefix: "api.event.".into(),
-                        wake: Arc::new(tokio::sync::Notify::new()),
-                        max_outbox_rows: 10_000,
-                    },
+                    Poller::new(
+                        source.clone(),
+                        Arc::new(Resource::build(sc, r)),
+                        store.clone(),
+                        clock.clone(),
+                        "api.event.",
+                        10_000,
+                    ),
                 )
             })
             .collect();
@@ -319,7 +312,7 @@ async fn every_change_arrives_once_exactly_as_the_contract_says() {
         let line = json!({"topic": "api.event.customer", "message_id": m["message_id"], "session_id": m["session_id"],
             "content_type": m["content_type"], "body": m["body"],
             "application_properties": m["application_properties"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["value"].clone())).collect::<serde_json::Map<_, _>>()});
-        support::schema::assert_valid_message(&line);
+        schema::assert_valid_message(&line);
     }
     assert_eq!(
         update["application_properties"]["LastName"],

@@ -1,31 +1,18 @@
 //! The ServiceNow source through real HTTP against the simulator and real SQLite: detection,
 //! keyset paging, OAuth, rate limits, malformed bodies, deletes, parent/child, restarts.
 
-mod support;
-/// The simulator lives beside the other test support but is compiled only into the tests that
-/// use it.
-#[path = "support"]
-#[allow(dead_code, unused_imports)]
-mod sim {
-    pub mod servicenow;
-}
-
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use pollbus::clock::{Clock, SystemClock};
 use pollbus::config::Config;
 use pollbus::contract::{PropertyValue, TraceContext};
-use pollbus::poll::{PollReport, Poller};
-use pollbus::source::{self, Resource, Source, SourceContext};
-use pollbus::store::sqlite::SqliteStore;
-use pollbus::store::Store;
-use sim::servicenow::{Fault, RateLimit, ServiceNowSim};
-use support::{t, MemorySink};
+use pollbus_testkit::cli::http_get;
+use pollbus_testkit::servicenow::{self as sim_sn, Fault, RateLimit, ServiceNowSim};
+use pollbus_testkit::{t, Harness};
 
 const OAUTH: &str = r#"auth = { kind = "oauth2", grant = "password", client_id = "pollbus", client_secret = "pollbus-secret", username = "admin", password = "admin" }"#;
 
@@ -56,92 +43,32 @@ const CONTACTS: &str = r#"
   deletes = "audit"
 "#;
 
-struct Harness {
+/// The simulator and a harness polling it (system clock: the simulator keeps its own).
+struct SnHarness {
     sim: ServiceNowSim,
-    dir: tempfile::TempDir,
-    config: Config,
-    store: Arc<dyn Store>,
-    sink: Arc<MemorySink>,
-    source: Arc<dyn Source>,
-    clock: Arc<dyn Clock>,
+    inner: Harness,
 }
 
-impl Harness {
-    async fn new(page_size: u32, resources: &str) -> Harness {
+impl Deref for SnHarness {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.inner
+    }
+}
+
+impl DerefMut for SnHarness {
+    fn deref_mut(&mut self) -> &mut Harness {
+        &mut self.inner
+    }
+}
+
+impl SnHarness {
+    async fn new(page_size: u32, resources: &str) -> SnHarness {
         let sim = ServiceNowSim::start().await;
         sim.set_now(t("2024-05-01T10:00:00Z"));
-        let dir = tempfile::tempdir().unwrap();
         let config = config(sim.base_url(), page_size, resources);
-        let store = Self::open(&dir).await;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let source = source::build(
-            &config.sources[0],
-            &SourceContext {
-                clock: clock.clone(),
-                store: store.clone(),
-                metrics: None,
-            },
-        )
-        .unwrap();
-        Harness {
-            sim,
-            dir,
-            config,
-            store,
-            sink: MemorySink::new(),
-            source,
-            clock,
-        }
-    }
-
-    async fn open(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-        let url = format!("sqlite://{}", dir.path().join("state.db").display());
-        Arc::new(SqliteStore::open(&url).await.unwrap())
-    }
-
-    /// A new process: new store connection and a new source (no in-memory token).
-    async fn restart(&mut self) {
-        self.store = Self::open(&self.dir).await;
-        self.source = source::build(
-            &self.config.sources[0],
-            &SourceContext {
-                clock: self.clock.clone(),
-                store: self.store.clone(),
-                metrics: None,
-            },
-        )
-        .unwrap();
-    }
-
-    fn poller(&self, table: &str) -> Poller {
-        let sc = &self.config.sources[0];
-        let r = sc.resources.iter().find(|r| r.name == table).unwrap();
-        Poller {
-            source: self.source.clone(),
-            resource: Arc::new(Resource::build(sc, r)),
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            topic_prefix: "api.event.".into(),
-            wake: Arc::new(tokio::sync::Notify::new()),
-            max_outbox_rows: 100_000,
-        }
-    }
-
-    async fn poll(&self, table: &str) -> PollReport {
-        let r = self
-            .poller(table)
-            .poll(&TraceContext::random(), &CancellationToken::new())
-            .await
-            .unwrap_or_else(|e| panic!("poll of {table} failed: {e}"));
-        pollbus::outbox::Publisher::new(
-            self.store.clone(),
-            self.sink.clone(),
-            self.config.outbox.clone(),
-        )
-        .drain()
-        .await
-        .unwrap();
-        r
+        let inner = Harness::vendor_system_clock(config).await;
+        SnHarness { sim, inner }
     }
 
     fn contact(&self, first: &str, last: &str) -> String {
@@ -152,24 +79,9 @@ impl Harness {
     }
 }
 
-fn unique_ids(sink: &MemorySink) {
-    let ids: Vec<String> = sink
-        .messages()
-        .iter()
-        .map(|m| m.message_id.clone())
-        .collect();
-    let set: HashSet<&String> = ids.iter().collect();
-    assert_eq!(
-        set.len(),
-        ids.len(),
-        "a message was published twice: {:?}",
-        sink.summary()
-    );
-}
-
 #[tokio::test]
 async fn create_update_delete_with_exact_fields_and_values() {
-    let h = Harness::new(100, CONTACTS).await;
+    let h = SnHarness::new(100, CONTACTS).await;
     let existing = h.contact("Kari", "Nordmann");
     let r = h.poll("customer_contact").await;
     assert_eq!((r.baseline, r.messages()), (1, 0));
@@ -244,12 +156,12 @@ async fn create_update_delete_with_exact_fields_and_values() {
         h.sim.requests().iter().all(|r| r.ignored_query.is_empty()),
         "every query part was understood"
     );
-    unique_ids(&h.sink);
+    h.sink.assert_unique();
 }
 
 #[tokio::test]
 async fn an_idle_poll_costs_one_request() {
-    let h = Harness::new(100, CONTACTS).await;
+    let h = SnHarness::new(100, CONTACTS).await;
     h.contact("A", "B");
     h.poll("customer_contact").await;
     h.sim.clear_requests();
@@ -271,7 +183,7 @@ async fn an_idle_poll_costs_one_request() {
 
 #[tokio::test]
 async fn many_records_in_one_second_across_page_boundaries() {
-    let h = Harness::new(10, CONTACTS).await;
+    let h = SnHarness::new(10, CONTACTS).await;
     h.poll("customer_contact").await; // empty baseline
     h.sim.advance(Duration::from_secs(10));
     let ids: Vec<String> = (0..35)
@@ -286,7 +198,7 @@ async fn many_records_in_one_second_across_page_boundaries() {
         .map(|m| m.body.id.clone())
         .collect();
     assert_eq!(got, ids.into_iter().collect::<HashSet<_>>());
-    unique_ids(&h.sink);
+    h.sink.assert_unique();
     let pages = h
         .sim
         .table_requests()
@@ -302,7 +214,7 @@ async fn many_records_in_one_second_across_page_boundaries() {
 
 #[tokio::test]
 async fn a_record_updated_while_being_paged_is_published_with_its_last_change() {
-    let h = Harness::new(5, CONTACTS).await;
+    let h = SnHarness::new(5, CONTACTS).await;
     h.poll("customer_contact").await;
     h.sim.advance(Duration::from_secs(10));
     let ids: Vec<String> = (0..12).map(|i| h.contact(&format!("Q{i}"), "X")).collect();
@@ -329,12 +241,12 @@ async fn a_record_updated_while_being_paged_is_published_with_its_last_change() 
         latest.application_properties["LastName"],
         PropertyValue::String("Changed".into())
     );
-    unique_ids(&h.sink);
+    h.sink.assert_unique();
 }
 
 #[tokio::test]
 async fn acl_short_pages_are_not_the_end() {
-    let h = Harness::new(5, CONTACTS).await;
+    let h = SnHarness::new(5, CONTACTS).await;
     h.poll("customer_contact").await;
     h.sim.advance(Duration::from_secs(10));
     for i in 0..12 {
@@ -354,7 +266,7 @@ async fn acl_short_pages_are_not_the_end() {
 
 #[tokio::test]
 async fn token_expiry_mid_poll_refreshes_once_and_tokens_survive_a_restart() {
-    let mut h = Harness::new(5, CONTACTS).await;
+    let mut h = SnHarness::new(5, CONTACTS).await;
     for i in 0..12 {
         h.contact(&format!("T{i}"), "X");
     }
@@ -390,7 +302,7 @@ async fn token_expiry_mid_poll_refreshes_once_and_tokens_survive_a_restart() {
 
 #[tokio::test]
 async fn bad_credentials_stop_the_source_with_a_clear_error() {
-    let h = Harness::new(5, CONTACTS).await;
+    let h = SnHarness::new(5, CONTACTS).await;
     h.sim
         .configure(|c| c.users = vec![("admin".into(), "other".into())]);
     let err = h
@@ -424,7 +336,7 @@ async fn bad_credentials_stop_the_source_with_a_clear_error() {
 
 #[tokio::test]
 async fn a_429_storm_completes_without_sending_before_retry_after() {
-    let h = Harness::new(5, CONTACTS).await;
+    let h = SnHarness::new(5, CONTACTS).await;
     for i in 0..7 {
         h.contact(&format!("S{i}"), "X");
     }
@@ -452,7 +364,7 @@ async fn a_429_storm_completes_without_sending_before_retry_after() {
 #[tokio::test]
 async fn the_request_budget_keeps_under_the_instance_rule() {
     let text = CONTACTS.to_string();
-    let mut h = Harness::new(5, &text).await;
+    let mut h = SnHarness::new(5, &text).await;
     h.config.sources[0].max_requests_per_hour = Some(3);
     h.restart().await;
     h.sim.set_rate_limit(Some(RateLimit::per_hour(3)));
@@ -476,7 +388,7 @@ async fn the_request_budget_keeps_under_the_instance_rule() {
 
 #[tokio::test]
 async fn malformed_json_is_a_clear_error_and_the_next_poll_succeeds() {
-    let h = Harness::new(5, CONTACTS).await;
+    let h = SnHarness::new(5, CONTACTS).await;
     h.contact("A", "B");
     h.poll("customer_contact").await;
     let key = pollbus::store::ResourceKey::new("sn", "customer_contact");
@@ -511,7 +423,7 @@ async fn malformed_json_is_a_clear_error_and_the_next_poll_succeeds() {
 
 #[tokio::test]
 async fn server_errors_are_retried_and_client_errors_are_not() {
-    let h = Harness::new(5, CONTACTS).await;
+    let h = SnHarness::new(5, CONTACTS).await;
     h.contact("A", "B");
     h.sim.inject(Fault::Status(503), 2);
     h.poll("customer_contact").await;
@@ -557,7 +469,7 @@ const PARENT_AND_CHILD: &str = r#"
 
 #[tokio::test]
 async fn a_child_record_is_published_once_for_the_child_entity() {
-    let h = Harness::new(50, PARENT_AND_CHILD).await;
+    let h = SnHarness::new(50, PARENT_AND_CHILD).await;
     h.poll("sys_user").await;
     h.poll("customer_contact").await;
     h.sim.advance(Duration::from_secs(10));
@@ -605,7 +517,7 @@ const BOTH_DELETES: &str = r#"
 
 #[tokio::test]
 async fn audit_and_reconcile_deletes_emit_one_delete_each() {
-    let h = Harness::new(3, BOTH_DELETES).await;
+    let h = SnHarness::new(3, BOTH_DELETES).await;
     let ids: Vec<String> = (0..7).map(|i| h.contact(&format!("D{i}"), "X")).collect();
     h.poll("customer_contact").await;
     h.sim.advance(Duration::from_secs(10));
@@ -656,7 +568,7 @@ async fn audit_and_reconcile_deletes_emit_one_delete_each() {
 
 #[tokio::test]
 async fn restart_in_the_middle_of_a_resource_loses_and_doubles_nothing() {
-    let mut h = Harness::new(4, CONTACTS).await;
+    let mut h = SnHarness::new(4, CONTACTS).await;
     h.poll("customer_contact").await;
     h.sim.advance(Duration::from_secs(10));
     let ids: HashSet<String> = (0..14).map(|i| h.contact(&format!("M{i}"), "X")).collect();
@@ -693,12 +605,12 @@ async fn restart_in_the_middle_of_a_resource_loses_and_doubles_nothing() {
         .map(|m| m.body.id.clone())
         .collect();
     assert_eq!(got, ids);
-    unique_ids(&h.sink);
+    h.sink.assert_unique();
 }
 
 #[tokio::test]
 async fn check_probe_reports_missing_fields() {
-    let h = Harness::new(
+    let h = SnHarness::new(
         5,
         &CONTACTS.replace("Email = \"email\"", "Email = \"e_mail\""),
     )
@@ -717,11 +629,11 @@ async fn check_probe_reports_missing_fields() {
 /// when the tenth page's `Link` header still offers a next page.
 #[tokio::test]
 async fn ten_thousand_changes_at_page_1000() {
-    let h = Harness::new(1000, CONTACTS).await;
+    let h = SnHarness::new(1000, CONTACTS).await;
     h.poll("customer_contact").await;
     h.sim.advance(Duration::from_secs(10));
     let records = (0..10_000).map(|i| {
-        let mut f = sim::servicenow::Fields::new();
+        let mut f = sim_sn::Fields::new();
         f.insert("first_name".into(), format!("N{i}"));
         f.insert("last_name".into(), "Bulk".into());
         f
@@ -745,12 +657,12 @@ async fn ten_thousand_changes_at_page_1000() {
         (10..=11).contains(&record_requests),
         "10 full pages, plus one empty page when the tenth page's Link still offers a next page"
     );
-    unique_ids(&h.sink);
+    h.sink.assert_unique();
 }
 
 #[tokio::test]
 async fn oversized_responses_are_refused_with_a_clear_error() {
-    let mut h = Harness::new(50, CONTACTS).await;
+    let mut h = SnHarness::new(50, CONTACTS).await;
     h.config.sources[0].max_response_bytes = 2048;
     h.restart().await;
     for i in 0..40 {
@@ -795,15 +707,6 @@ source_system = "SN"
     );
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
 /// Runs the real binary with distinctive secrets at debug level, JSON logs and the admin
 /// server, through a successful run and a failed login, and greps every byte it produced
 /// (logs, errors, metrics, messages) for the secrets.
@@ -812,7 +715,7 @@ async fn secrets_never_appear_in_logs_errors_metrics_or_messages() {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     const PASSWORD: &str = "Pw-7c1f9e-never-print";
     const CLIENT_SECRET: &str = "Cs-42ab77-never-print";
-    let sim = ServiceNowSim::start_with(sim::servicenow::SimConfig {
+    let sim = ServiceNowSim::start_with(sim_sn::SimConfig {
         users: vec![("admin".into(), PASSWORD.into())],
         oauth_clients: vec![("pollbus".into(), CLIENT_SECRET.into())],
         ..Default::default()
@@ -878,7 +781,7 @@ auth = {{ kind = "oauth2", grant = "password", client_id = "pollbus", client_sec
     let addr = addr.unwrap();
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = http_get(&addr, "/metrics");
+        metrics = http_get(&addr, "/metrics").await.1;
         if metrics.contains("pollbus_messages_published_total{topic=\"api.event.customer\"} 1") {
             break;
         }

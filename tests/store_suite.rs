@@ -1,7 +1,6 @@
 //! One store test suite, run against every backend, so all honour identical semantics.
 
 mod pg;
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use pollbus::store::postgres::PgStore;
 use pollbus::store::{
     Fence, LeaseGrant, PageCommit, ResourceKey, ResourceState, Store, StoreError, StoreOptions,
 };
-use support::t;
+use pollbus_testkit::t;
 
 fn snapshot(updated: &str, city: &str) -> Snapshot {
     Snapshot {

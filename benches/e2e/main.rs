@@ -12,11 +12,6 @@
 //! The simulator and the emulator run inside this process, so pollbus's CPU and memory figures
 //! are pollbus's alone (read from `/proc` and `wait4`).
 
-#[path = "../../tests/support"]
-#[allow(dead_code, unused_imports)]
-mod sim {
-    pub mod servicenow;
-}
 mod process;
 mod report;
 mod tap;
@@ -33,8 +28,8 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use serde_json::Value;
 
+use pollbus_testkit::servicenow::{fields_of, ServiceNowSim};
 use report::{Phase, Run};
-use sim::servicenow::{fields_of, ServiceNowSim};
 
 const TABLE: &str = "incident";
 const SUBSCRIPTION: &str = "api.event.incident/Subscriptions/bench";

@@ -7,10 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use pollbus_testkit::servicenow::ServiceNowSim;
 use serde_json::Value;
 
 use crate::process;
-use crate::sim::servicenow::ServiceNowSim;
 
 /// The installed tap.
 pub struct Tap {

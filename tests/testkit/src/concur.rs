@@ -401,6 +401,13 @@ impl ConcurSim {
         }
     }
 
+    /// Drops all queued faults.
+    pub fn clear_faults(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.faults.clear();
+        inner.page_faults.clear();
+    }
+
     /// Makes every access token invalid (the next API request gets 401).
     pub fn expire_access_tokens(&self) {
         self.inner.lock().unwrap().access_tokens.clear();

@@ -57,7 +57,8 @@ struct Inner {
     max_limit: usize,
     /// Resource name → records by id.
     resources: BTreeMap<String, BTreeMap<i64, Record>>,
-    faults: VecDeque<Fault>,
+    /// Per request in order: a fault, or `None` to answer normally.
+    faults: VecDeque<Option<Fault>>,
     log: Vec<String>,
 }
 
@@ -171,7 +172,7 @@ async fn list(
             "Authentication credentials were not provided or are invalid.",
         );
     }
-    match inner.faults.pop_front() {
+    match inner.faults.pop_front().flatten() {
         Some(Fault::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return error(status, "Service temporarily unavailable");
@@ -379,10 +380,20 @@ impl RevelSim {
 
     /// Answers the next requests with these faults, in order.
     pub fn inject(&self, fault: Fault, times: usize) {
+        self.inject_after(0, fault, times);
+    }
+
+    /// Answers the next `skip` requests normally, then fails `times` with `fault` (e.g. a
+    /// failure on the second page of a poll).
+    pub fn inject_after(&self, skip: usize, fault: Fault, times: usize) {
         let mut inner = self.inner.lock().unwrap();
-        for _ in 0..times {
-            inner.faults.push_back(fault.clone());
-        }
+        inner.faults.extend(std::iter::repeat_n(None, skip));
+        inner.faults.extend(std::iter::repeat_n(Some(fault), times));
+    }
+
+    /// Drops all queued faults.
+    pub fn clear_faults(&self) {
+        self.inner.lock().unwrap().faults.clear();
     }
 
     /// Requests seen so far (`path?query`).

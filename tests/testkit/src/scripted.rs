@@ -1,149 +1,33 @@
-//! Test infrastructure shared by the integration tests: schema checks, an in-memory sink with
-//! failure injection, and a scripted source that behaves like an ordered, keyset-paged vendor
-//! API with controllable commits.
-#![allow(dead_code)]
-
-pub mod schema;
+//! A scripted source: an ordered, keyset-paged vendor API in memory with controllable commits,
+//! deletes in an audit and injectable failures, plus the one-resource configuration the
+//! pipeline tests pair it with.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use pollbus::clock::{Clock, ManualClock};
 use pollbus::config::Config;
-use pollbus::contract::Message;
-use pollbus::poll::Poller;
-use pollbus::sink::{Sink, SinkError};
 use pollbus::source::{DeletePage, IdPage, Page, Resource, Source, SourceError};
-use pollbus::store::sqlite::SqliteStore;
-use pollbus::store::Store;
 
-/// Parses a UTC timestamp literal.
-pub fn t(text: &str) -> DateTime<Utc> {
-    text.parse().expect("timestamp literal")
-}
-
-/// How the [`MemorySink`] behaves on the next publishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkMode {
-    /// Accepts everything.
-    Accept,
-    /// Fails transiently without delivering.
-    FailTransient,
-    /// Delivers, then reports a transient failure (the acknowledgement was lost).
-    DeliverThenFail,
-}
-
-/// A sink that keeps what it receives, validating every message against the schemas.
-#[derive(Default)]
-pub struct MemorySink {
-    received: Mutex<Vec<Message>>,
-    mode: Mutex<Option<SinkMode>>,
-    reject_topic: Mutex<Option<String>>,
-    reject_message: Mutex<Option<String>>,
-    pub publishes: AtomicUsize,
-}
-
-impl MemorySink {
-    pub fn new() -> Arc<Self> {
-        Arc::new(MemorySink::default())
-    }
-    pub fn set_mode(&self, mode: SinkMode) {
-        *self.mode.lock().unwrap() = Some(mode);
-    }
-    /// Rejects every message for `topic` for good (like a missing topic).
-    pub fn reject_topic(&self, topic: &str) {
-        *self.reject_topic.lock().unwrap() = Some(topic.to_string());
-    }
-    /// Rejects the message with this entity id for good, without saying which in a batch.
-    pub fn reject_entity_id(&self, id: &str) {
-        *self.reject_message.lock().unwrap() = Some(id.to_string());
-    }
-    pub fn clear_rejections(&self) {
-        *self.reject_topic.lock().unwrap() = None;
-        *self.reject_message.lock().unwrap() = None;
-    }
-    pub fn messages(&self) -> Vec<Message> {
-        self.received.lock().unwrap().clone()
-    }
-    /// Received messages as (evenType, id, changedFields).
-    pub fn summary(&self) -> Vec<(u8, String, String)> {
-        self.messages()
-            .iter()
-            .map(|m| {
-                (
-                    m.body.even_type.code(),
-                    m.body.id.clone(),
-                    m.body.changed_fields.clone(),
-                )
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl Sink for MemorySink {
-    async fn publish(&self, topic: &str, messages: &[Message]) -> Result<(), SinkError> {
-        self.publishes.fetch_add(1, Ordering::SeqCst);
-        for m in messages {
-            assert_eq!(m.topic, topic, "publisher groups by topic");
-            schema::assert_valid_message(&serde_json::to_value(m).unwrap());
-        }
-        if self.reject_topic.lock().unwrap().as_deref() == Some(topic) {
-            return Err(SinkError::Rejected {
-                index: Some(0),
-                reason: format!("topic {topic} not found"),
-            });
-        }
-        if let Some(id) = self.reject_message.lock().unwrap().as_deref() {
-            if messages.iter().any(|m| m.body.id == id) {
-                return Err(SinkError::Rejected {
-                    index: None,
-                    reason: format!("message for {id} is too large"),
-                });
-            }
-        }
-        let mode = self
-            .mode
-            .lock()
-            .unwrap()
-            .clone()
-            .unwrap_or(SinkMode::Accept);
-        match mode {
-            SinkMode::Accept => {
-                self.received.lock().unwrap().extend_from_slice(messages);
-                Ok(())
-            }
-            SinkMode::FailTransient => Err(SinkError::Transient {
-                reason: "connection refused".into(),
-            }),
-            SinkMode::DeliverThenFail => {
-                self.received.lock().unwrap().extend_from_slice(messages);
-                Err(SinkError::Transient {
-                    reason: "acknowledgement lost".into(),
-                })
-            }
-        }
-    }
-
-    fn describe(&self) -> String {
-        "memory".into()
-    }
-}
+use crate::t;
 
 /// One record of the scripted vendor.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The record id.
     pub id: String,
+    /// When it last changed.
     pub updated: DateTime<Utc>,
+    /// When it was created.
     pub created: DateTime<Utc>,
+    /// The vendor fields (an object).
     pub fields: Value,
+    /// `sys_class_name`, for parent/child tables.
     pub class: Option<String>,
     /// Invisible to queries until committed (a late-arriving transaction).
     pub visible: bool,
@@ -155,6 +39,7 @@ pub struct Row {
 pub struct ScriptedSource {
     rows: Mutex<BTreeMap<String, Row>>,
     audit: Mutex<Vec<(String, DateTime<Utc>)>>,
+    /// How many fetches were made.
     pub fetches: AtomicU32,
     /// Fail the fetch with this call number (1-based) and later ones while set.
     fail_from: Mutex<Option<u32>>,
@@ -167,6 +52,7 @@ pub struct ScriptedSource {
 }
 
 impl ScriptedSource {
+    /// An empty vendor.
     pub fn new() -> Arc<Self> {
         Arc::new(ScriptedSource::default())
     }
@@ -183,6 +69,7 @@ impl ScriptedSource {
         });
     }
 
+    /// Inserts or replaces a record given in full.
     pub fn put_row(&self, row: Row) {
         self.rows.lock().unwrap().insert(row.id.clone(), row);
     }
@@ -210,10 +97,12 @@ impl ScriptedSource {
         }
     }
 
+    /// Fails the fetch with call number `call` (1-based) and every later one; `None` heals.
     pub fn fail_from(&self, call: Option<u32>) {
         *self.fail_from.lock().unwrap() = call;
     }
 
+    /// Cancels `token` when the fetch with call number `call` starts.
     pub fn cancel_at(&self, call: u32, token: CancellationToken) {
         *self.cancel_at.lock().unwrap() = Some((call, token));
     }
@@ -367,80 +256,6 @@ page_size = {page_size}
 "#
     );
     Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("test config: {e}"))
-}
-
-/// Everything a pipeline test needs, on a SQLite file in a temp dir.
-pub struct Rig {
-    pub dir: tempfile::TempDir,
-    pub config: Config,
-    pub store: Arc<dyn Store>,
-    pub source: Arc<ScriptedSource>,
-    pub sink: Arc<MemorySink>,
-    pub clock: Arc<ManualClock>,
-}
-
-impl Rig {
-    pub async fn new(config: Config) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Self::open_store(&dir).await;
-        Rig {
-            dir,
-            config,
-            store,
-            source: ScriptedSource::new(),
-            sink: MemorySink::new(),
-            clock: Arc::new(ManualClock::new(t("2024-06-01T12:00:00Z"))),
-        }
-    }
-
-    async fn open_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-        let url = format!("sqlite://{}", dir.path().join("state.db").display());
-        Arc::new(SqliteStore::open(&url).await.unwrap())
-    }
-
-    /// Simulates a process restart: a new store connection on the same file.
-    pub async fn restart(&mut self) {
-        self.store = Self::open_store(&self.dir).await;
-    }
-
-    pub fn poller(&self, resource: &str) -> Poller {
-        let source_config = &self.config.sources[0];
-        let r = source_config
-            .resources
-            .iter()
-            .find(|r| r.name == resource)
-            .expect("configured resource");
-        Poller {
-            source: self.source.clone(),
-            resource: Arc::new(Resource::build(source_config, r)),
-            store: self.store.clone(),
-            clock: self.clock.clone() as Arc<dyn Clock>,
-            topic_prefix: self.config.sink.topic_prefix().to_string(),
-            wake: Arc::new(Notify::new()),
-            max_outbox_rows: self.config.outbox.max_rows,
-        }
-    }
-
-    pub fn publisher(&self) -> pollbus::outbox::Publisher {
-        let mut outbox = self.config.outbox.clone();
-        outbox.backoff_min = std::time::Duration::from_millis(5);
-        outbox.backoff_max = std::time::Duration::from_millis(20);
-        pollbus::outbox::Publisher::new(self.store.clone(), self.sink.clone(), outbox)
-    }
-
-    /// Polls `customers` once and drains the outbox.
-    pub async fn cycle(&self) -> pollbus::poll::PollReport {
-        let report = self
-            .poller("customers")
-            .poll(
-                &pollbus::contract::TraceContext::random(),
-                &CancellationToken::new(),
-            )
-            .await
-            .expect("poll succeeds");
-        self.publisher().drain().await.expect("drain succeeds");
-        report
-    }
 }
 
 /// A customer's fields.

@@ -267,7 +267,8 @@ struct Shared {
     frozen_now: Mutex<Option<NaiveDateTime>>,
     tokens: Mutex<auth::Tokens>,
     rate: Mutex<auth::RateState>,
-    faults: Mutex<VecDeque<(FaultTarget, Fault, usize)>>,
+    /// (target, fault or `None` to answer normally, how many more requests).
+    faults: Mutex<VecDeque<(FaultTarget, Option<Fault>, usize)>>,
     acl: RwLock<Option<Acl>>,
     log: Mutex<Vec<LoggedRequest>>,
     base_url: String,
@@ -303,7 +304,7 @@ impl Shared {
         if entry.2 == 0 {
             faults.remove(pos);
         }
-        Some(fault)
+        fault
     }
 
     fn record(&self, entry: LoggedRequest) {
@@ -528,7 +529,19 @@ impl ServiceNowSim {
     /// Makes the next `times` requests to `target` fail with `fault`.
     pub fn inject_for(&self, target: FaultTarget, fault: Fault, times: usize) {
         if times > 0 {
-            lock(&self.shared.faults).push_back((target, fault, times));
+            lock(&self.shared.faults).push_back((target, Some(fault), times));
+        }
+    }
+
+    /// Answers the next `skip` Table API requests normally, then fails `times` with `fault`
+    /// (e.g. a failure on the second page of a poll).
+    pub fn inject_after(&self, skip: usize, fault: Fault, times: usize) {
+        let mut faults = lock(&self.shared.faults);
+        if skip > 0 {
+            faults.push_back((FaultTarget::Table, None, skip));
+        }
+        if times > 0 {
+            faults.push_back((FaultTarget::Table, Some(fault), times));
         }
     }
 
