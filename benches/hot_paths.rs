@@ -13,9 +13,9 @@ use serde_json::Value;
 
 use pollbus::contract::{Message, MessageContext, TraceContext};
 use pollbus::detect::{Detector, OnBehalfOfSource};
+use pollbus::formats::datefmt::{JavaDateFormat, Zone};
+use pollbus::formats::template::UrlTemplate;
 use pollbus::record::{DateParser, FieldPath, RecordReader};
-use pollbus::source::datefmt::{JavaDateFormat, Zone};
-use pollbus::source::template::UrlTemplate;
 
 /// The allocator the `pollbus` binary uses, so the figures match it.
 #[global_allocator]

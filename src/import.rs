@@ -23,8 +23,8 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::source::datefmt::{JavaDateFormat, Zone};
-use crate::source::template::UrlTemplate;
+use crate::formats::datefmt::{JavaDateFormat, Zone};
+use crate::formats::template::UrlTemplate;
 
 /// The result of an import: the configuration text and what could not be mapped.
 #[derive(Debug, Clone)]

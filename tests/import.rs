@@ -3,7 +3,7 @@
 //! `seed003-concur-snippet-empty.json` apply seed 003's configuration snippet — JSON given as
 //! strings, `"true"` as a string — to its example): the output holds no secret and passes
 //! `pollbus check`. Rendering each seed's URL template at fixed instants is tested in
-//! `src/source/template.rs` (`seed_templates_render_exactly`).
+//! `src/formats/template.rs` (`seed_templates_render_exactly`).
 
 use pollbus::config::{AuthConfig, Config, RestPaging, SourceKind};
 use pollbus_testkit::cli::{pollbus, text};

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use super::model::*;
 use super::Problem;
+use crate::formats::datefmt::{JavaDateFormat, Zone};
 use crate::record::FieldPath;
-use crate::source::datefmt::{JavaDateFormat, Zone};
 
 /// Longest Service Bus topic name.
 const MAX_TOPIC_LEN: usize = 260;
@@ -513,7 +513,7 @@ fn validate_rest(r: &ResourceConfig, rest: &RestResourceConfig, path: &str, p: &
         .unwrap_or_default();
     if rest.url.trim().is_empty() {
         p.push(format!("{path}.url"), "empty url template");
-    } else if let Err(e) = crate::source::template::UrlTemplate::compile(&rest.url, &zone) {
+    } else if let Err(e) = crate::formats::template::UrlTemplate::compile(&rest.url, &zone) {
         p.push(format!("{path}.url"), format!("resource {:?}: {e}", r.name));
     }
     let pointer = |p: &mut Problems, key: &str, value: &str, empty_ok: bool| {

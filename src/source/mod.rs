@@ -11,12 +11,10 @@
 //! next-page URL), so the poll loop never knows a vendor's paging style.
 
 pub mod concur;
-pub mod datefmt;
 pub mod demo;
 pub mod rest;
 pub mod revel;
 pub mod servicenow;
-pub mod template;
 
 use std::sync::Arc;
 
@@ -27,11 +25,12 @@ use serde_json::Value;
 use crate::clock::Clock;
 use crate::config::{AuthConfig, ResourceConfig, SourceConfig, SourceKind};
 use crate::detect::{Detector, OnBehalfOfSource};
+use crate::formats::datefmt;
 use crate::http::auth::{Auth, OAuth2, OAuth2Config};
 use crate::http::budget::RequestBudget;
 use crate::http::{HttpClient, HttpOptions};
 use crate::record::{DateParser, FieldPath, RecordReader, Rfc3339};
-use crate::store::Store;
+use crate::store::{Store, StoreTokenCache};
 
 /// One page of records.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -409,7 +408,7 @@ pub fn http_client(
                         refresh_token: refresh_token.clone(),
                         follow_geolocation,
                     },
-                    ctx.store.clone(),
+                    Arc::new(StoreTokenCache::new(ctx.store.clone())),
                     ctx.clock.clone(),
                     config.request_timeout,
                 )

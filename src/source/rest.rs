@@ -21,12 +21,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use url::Url;
 
-use super::datefmt::Zone;
-use super::template::UrlTemplate;
 use super::{
     get_records, BuildError, IdPage, JsonPage, Page, Resource, Source, SourceContext, SourceError,
 };
 use crate::config::{RestPaging, RestResourceConfig, SourceConfig};
+use crate::formats::datefmt::Zone;
+use crate::formats::template::UrlTemplate;
 use crate::http::HttpClient;
 
 /// A generic REST API.

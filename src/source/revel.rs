@@ -29,11 +29,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use url::Url;
 
-use super::datefmt::{JavaDateFormat, Zone};
 use super::{
     get_records, BuildError, IdPage, JsonPage, Page, Resource, Source, SourceContext, SourceError,
 };
 use crate::config::SourceConfig;
+use crate::formats::datefmt::{JavaDateFormat, Zone};
 use crate::http::HttpClient;
 
 /// How `{updated}__gte` values are written: Revel's own date format.

@@ -22,7 +22,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use super::datefmt::{JavaDateFormat, PatternError, Zone, ZoneError};
+use crate::formats::datefmt::{JavaDateFormat, PatternError, Zone, ZoneError};
 
 /// The placeholder names, for error messages.
 const KNOWN: &str = "date, gmtDate, DateTimeZone, dateTimeZone or epoch";
