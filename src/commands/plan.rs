@@ -27,7 +27,7 @@ pub fn describe(config: &Config) -> String {
         SinkConfig::Jsonl { path, .. } => format!("jsonl file {path}"),
         SinkConfig::Servicebus(sb) => match (&sb.connection_string, &sb.namespace) {
             (Some(cs), _) => {
-                match pollbus::sink::servicebus::ConnectionString::parse(cs.expose()) {
+                match pollbus::config::ConnectionString::parse(cs.expose()) {
                     Ok(c) => format!(
                         "Azure Service Bus {} (SAS key {:?}{})",
                         c.endpoint_host(),

@@ -2,6 +2,9 @@
 //! `Endpoint=sb://<host>[:port][/];SharedAccessKeyName=<name>;SharedAccessKey=<key>`
 //! (or `SharedAccessSignature=<token>`), optionally `EntityPath=…` and
 //! `UseDevelopmentEmulator=true` (plain TCP, port from the endpoint, default 5672).
+//!
+//! Pure parsing, so it lives with the config that validates it; the Service Bus sink reads it
+//! from here.
 
 use std::fmt;
 

@@ -6,6 +6,7 @@
 //!              → resolve ${env:…}/${file:…} secrets (all failures)
 //! ```
 
+mod connection_string;
 mod model;
 mod secret;
 mod validate;
@@ -13,6 +14,7 @@ mod validate;
 use std::fmt;
 use std::path::Path;
 
+pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use model::*;
 pub use secret::{Secret, SecretError, SecretRef};
 
@@ -131,7 +133,7 @@ impl Config {
                 .as_ref()
                 .filter(|c| !c.expose().is_empty())
             {
-                if let Err(e) = crate::sink::servicebus::ConnectionString::parse(cs.expose()) {
+                if let Err(e) = ConnectionString::parse(cs.expose()) {
                     problems.push(Problem {
                         path: "sink.connection_string".into(),
                         message: e.to_string(),

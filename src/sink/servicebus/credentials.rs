@@ -11,7 +11,8 @@ use azure_core_amqp::AmqpClaimsBasedSecurityApis;
 use super::classify::classify;
 use super::endpoint::Endpoint;
 use super::link::Link;
-use super::{sas, ConnectionString};
+use super::sas;
+use crate::config::ConnectionString;
 use crate::config::EntraCredential;
 use crate::sink::SinkError;
 

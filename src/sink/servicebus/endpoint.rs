@@ -5,7 +5,7 @@ use azure_core_amqp::{AmqpConnectionOptions, AmqpTransport};
 use url::Url;
 
 use super::credentials::Credentials;
-use super::ConnectionString;
+use crate::config::ConnectionString;
 use crate::config::{ServiceBusConfig, Transport};
 use crate::sink::SinkBuildError;
 

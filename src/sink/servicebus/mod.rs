@@ -22,7 +22,6 @@
 
 mod batch;
 mod classify;
-mod connection_string;
 mod credentials;
 pub mod dlq;
 mod endpoint;
@@ -38,7 +37,6 @@ use azure_core_amqp::{AmqpMessage, AmqpSendOutcome, AmqpSenderApis};
 use tokio::sync::Mutex;
 
 pub use batch::BATCH_FORMAT;
-pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use link::ensure_crypto_provider;
 pub use mapping::to_amqp;
 pub use runtime::{AmqpRuntime, RuntimeStopped};
