@@ -1,7 +1,8 @@
 //! Vendor authentication: basic, bearer, custom header, and OAuth 2.0 with refresh.
 //!
 //! OAuth 2.0 tokens (access token, expiry, the current refresh token and the vendor's
-//! `geolocation`) are kept in the state store under `oauth/<source>`, so a restart does not log
+//! `geolocation`) are kept in a [`TokenCache`] (the state store implements it) under
+//! `oauth/<source>`, so a restart does not log
 //! in again and a rotated refresh token (SAP Concur returns a new one on every refresh) replaces
 //! the old one atomically. A token is refreshed a minute before it expires and once on a 401. A
 //! refresh token configured anew by the operator (its fingerprint differs from the one the
@@ -21,7 +22,23 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::config::{OAuthGrant, Secret};
-use crate::store::Store;
+
+/// Where OAuth tokens persist between runs: named opaque texts, replaced atomically. The state
+/// store implements it (`store::StoreTokenCache`), the way it implements
+/// [`RequestBudget`](super::budget::RequestBudget), so `http` does not depend on the store.
+#[async_trait::async_trait]
+pub trait TokenCache: Send + Sync {
+    /// The token stored under `name`, if any.
+    async fn token(&self, name: &str) -> Result<Option<String>, TokenCacheError>;
+
+    /// Stores `value` under `name`, replacing the previous one atomically.
+    async fn put_token(&self, name: &str, value: &str) -> Result<(), TokenCacheError>;
+}
+
+/// A [`TokenCache`] failure, with the backend's message (never the token).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenCacheError(pub String);
 
 /// Why authentication failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -173,7 +190,7 @@ struct Failure {
 /// An OAuth 2.0 token manager for one source.
 pub struct OAuth2 {
     config: OAuth2Config,
-    store: Arc<dyn Store>,
+    store: Arc<dyn TokenCache>,
     token_name: String,
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
@@ -206,11 +223,11 @@ const EXPIRY_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 const STOP_AFTER_INVALID_GRANT: Duration = Duration::from_secs(24 * 3600);
 
 impl OAuth2 {
-    /// A token manager storing its tokens in `store` under `oauth/<source>`.
+    /// A token manager keeping its tokens in `store` under `oauth/<source>`.
     pub fn new(
         source: &str,
         config: OAuth2Config,
-        store: Arc<dyn Store>,
+        store: Arc<dyn TokenCache>,
         clock: Arc<dyn Clock>,
         timeout: Duration,
     ) -> Self {

@@ -11,6 +11,7 @@ pub mod fenced;
 pub mod lease;
 pub mod postgres;
 pub mod sqlite;
+mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use chrono::{DateTime, Utc};
 
 use crate::contract::Message;
 use crate::detect::Snapshot;
+
+pub use tokens::StoreTokenCache;
 
 /// Identifies a polled resource.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,38 @@
+//! The state store as the OAuth [`TokenCache`]: tokens live in the store's token table, so every
+//! replica and every restart sees the latest one ([`Store::token`], [`Store::put_token`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::Store;
+use crate::http::auth::{TokenCache, TokenCacheError};
+
+/// A [`TokenCache`] backed by a [`Store`].
+pub struct StoreTokenCache {
+    store: Arc<dyn Store>,
+}
+
+impl StoreTokenCache {
+    /// OAuth tokens kept in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        StoreTokenCache { store }
+    }
+}
+
+#[async_trait]
+impl TokenCache for StoreTokenCache {
+    async fn token(&self, name: &str) -> Result<Option<String>, TokenCacheError> {
+        self.store
+            .token(name)
+            .await
+            .map_err(|e| TokenCacheError(e.to_string()))
+    }
+
+    async fn put_token(&self, name: &str, value: &str) -> Result<(), TokenCacheError> {
+        self.store
+            .put_token(name, value)
+            .await
+            .map_err(|e| TokenCacheError(e.to_string()))
+    }
+}
