@@ -401,7 +401,7 @@ async fn poll_logged(
         let result = poller.poll(&trace, stop).await;
         let (source, resource) = (&poller.resource.source, &poller.resource.name);
         match &result {
-            Ok(r) => metrics.poll(source, resource, r, started.elapsed().as_secs_f64()),
+            Ok(r) => metrics.poll(source, resource, &r.into(), started.elapsed().as_secs_f64()),
             Err(_) => metrics.poll_failed(source, resource, started.elapsed().as_secs_f64()),
         }
         let key = ResourceKey::new(source, resource);

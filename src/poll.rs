@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::InitialMode;
 use crate::contract::{Change, EventType, Message, MessageContext, TraceContext};
 use crate::detect::{Outcome, Snapshot};
+use crate::metrics::PollCounts;
 use crate::record::SourceRecord;
 use crate::source::{Resource, Source, SourceError};
 use crate::store::{PageCommit, ResourceKey, ResourceState, Store, StoreError};
@@ -56,6 +57,20 @@ pub struct PollReport {
     pub stale: u64,
     /// Whether polling was skipped because the outbox is full.
     pub paused: bool,
+}
+
+impl From<&PollReport> for PollCounts {
+    fn from(report: &PollReport) -> Self {
+        PollCounts {
+            records: report.records,
+            skipped: report.skipped,
+            noop: report.noop,
+            created: report.created,
+            updated: report.updated,
+            deleted: report.deleted,
+            paused: report.paused,
+        }
+    }
 }
 
 impl PollReport {
