@@ -5,7 +5,10 @@
 //! source ──pages──► detect ──► store (snapshots + outbox + cursor, one transaction per page)
 //!                                         └──► outbox publisher ──► sink
 //! ```
-//! See `design.md` in the repository's shared folder and the README for the whole picture.
+//! See `README.md` and the `docs/` folder of the repository for the whole picture.
+//!
+//! The top-level modules import each other without cycles (`tests/module_graph.rs` checks it);
+//! `clock`, `contract`, `formats` and `metrics` are leaves that import nothing of the crate.
 
 pub mod admin;
 pub mod cli;
@@ -14,6 +17,7 @@ pub mod config;
 pub mod contract;
 pub mod daemon;
 pub mod detect;
+pub mod formats;
 pub mod http;
 pub mod import;
 pub mod metrics;
