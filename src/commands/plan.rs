@@ -26,21 +26,19 @@ pub fn describe(config: &Config) -> String {
         SinkConfig::Stdout { .. } => "stdout (one JSON line per message)".to_string(),
         SinkConfig::Jsonl { path, .. } => format!("jsonl file {path}"),
         SinkConfig::Servicebus(sb) => match (&sb.connection_string, &sb.namespace) {
-            (Some(cs), _) => {
-                match pollbus::config::ConnectionString::parse(cs.expose()) {
-                    Ok(c) => format!(
-                        "Azure Service Bus {} (SAS key {:?}{})",
-                        c.endpoint_host(),
-                        c.key_name.as_deref().unwrap_or("-"),
-                        if c.emulator {
-                            ", development emulator"
-                        } else {
-                            ""
-                        }
-                    ),
-                    Err(_) => "Azure Service Bus (connection string)".into(),
-                }
-            }
+            (Some(cs), _) => match pollbus::config::ConnectionString::parse(cs.expose()) {
+                Ok(c) => format!(
+                    "Azure Service Bus {} (SAS key {:?}{})",
+                    c.endpoint_host(),
+                    c.key_name.as_deref().unwrap_or("-"),
+                    if c.emulator {
+                        ", development emulator"
+                    } else {
+                        ""
+                    }
+                ),
+                Err(_) => "Azure Service Bus (connection string)".into(),
+            },
             (None, Some(ns)) => format!("Azure Service Bus {ns} (Entra ID {:?})", sb.credential),
             (None, None) => "Azure Service Bus".into(),
         },
