@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -298,17 +299,17 @@ impl App {
             let ready = self.ready.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let mut wait = Duration::from_millis(500);
+                let mut waits = sink_connect_backoff();
                 loop {
                     match sink.connect().await {
                         Ok(()) => return ready.sink_ready(),
                         Err(e) => tracing::warn!(error = %e, "sink not connected yet; not ready"),
                     }
+                    let wait = waits.next().unwrap_or(Duration::from_secs(30));
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(wait) => {}
                     }
-                    wait = (wait * 2).min(Duration::from_secs(30));
                 }
             });
         }
@@ -372,6 +373,15 @@ impl App {
         tracing::info!(outbox_left = left, "stopped");
         Ok(left)
     }
+}
+
+/// Waits between attempts to connect the sink: 0.5 s, 1 s, 2 s … up to 30 s, without jitter.
+fn sink_connect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .build()
 }
 
 /// (interval, jitter) of a poller's source.
@@ -473,5 +483,22 @@ async fn resource_loop(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval + extra) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_connect_backoff_doubles_from_half_a_second_up_to_thirty() {
+        let waits: Vec<u128> = sink_connect_backoff()
+            .take(9)
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(
+            waits,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
     }
 }

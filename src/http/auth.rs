@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use reqwest::RequestBuilder;
 use serde::{Deserialize, Serialize};
@@ -183,7 +184,8 @@ struct Token {
 
 struct Failure {
     until: Instant,
-    count: u32,
+    /// The waits after the next failures ([`login_backoff`]).
+    waits: Box<dyn Iterator<Item = Duration> + Send>,
     last: String,
 }
 
@@ -221,6 +223,20 @@ const EXPIRY_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 /// long — in practice until an operator re-authorizes and restarts pollbus (a configured
 /// refresh token that differs from the one the stored token came from wins at start).
 const STOP_AFTER_INVALID_GRANT: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest wait between two failed logins.
+const LOGIN_BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// Waits after consecutive failed logins: 5 s, 10 s, 20 s … up to ten minutes, without jitter.
+fn login_backoff() -> Box<dyn Iterator<Item = Duration> + Send> {
+    Box::new(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(5))
+            .with_max_delay(LOGIN_BACKOFF_MAX)
+            .without_max_times()
+            .build(),
+    )
+}
 
 impl OAuth2 {
     /// A token manager keeping its tokens in `store` under `oauth/<source>`.
@@ -303,17 +319,17 @@ impl OAuth2 {
             Err(e) => {
                 *slot = previous;
                 let mut failure = self.failure.lock().await;
-                let count = failure.as_ref().map_or(0, |f| f.count) + 1;
+                let mut waits = failure.take().map_or_else(login_backoff, |f| f.waits);
+                let backoff = waits.next().unwrap_or(LOGIN_BACKOFF_MAX);
                 let wait = if e.is_invalid_grant() {
                     STOP_AFTER_INVALID_GRANT
                 } else {
-                    Duration::from_secs(5 * 2u64.pow(count.min(8) - 1))
-                        .min(Duration::from_secs(600))
+                    backoff
                 };
                 tracing::error!(token = %self.token_name, error = %e, retry_in_s = wait.as_secs(), "login failed; this source waits, others go on");
                 *failure = Some(Failure {
                     until: Instant::now() + wait,
-                    count,
+                    waits,
                     last: e.to_string(),
                 });
                 Err(e)
@@ -540,5 +556,16 @@ impl OAuth2 {
                 .and_then(Value::as_str)
                 .map(str::to_string),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_backoff_doubles_from_five_seconds_up_to_ten_minutes() {
+        let waits: Vec<u64> = login_backoff().take(10).map(|d| d.as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
     }
 }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Row};
@@ -202,10 +203,20 @@ impl PgStore {
     }
 }
 
+/// Waits between attempts to take the migration lock: 50 ms, 100 ms, 200 ms … up to 2 s,
+/// without jitter.
+fn migration_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .without_max_times()
+        .build()
+}
+
 /// Takes the migration lock, waiting (politely, bounded) while another replica migrates.
 async fn lock_for_migration(conn: &mut PgConnection, location: &str) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    let mut wait = Duration::from_millis(50);
+    let mut waits = migration_backoff();
     loop {
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(MIGRATE_LOCK)
@@ -228,8 +239,7 @@ async fn lock_for_migration(conn: &mut PgConnection, location: &str) -> Result<(
             location,
             "another replica is migrating the state store; waiting"
         );
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(waits.next().unwrap_or(Duration::from_secs(2))).await;
     }
 }
 
@@ -902,5 +912,16 @@ impl Store for PgStore {
         let mut conn = self.pool.acquire().await.map_err(pg_err("connect"))?;
         let now = self.db_now(&mut conn).await?;
         Ok(Some(budget_wait(budget_window(now), now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_backoff_doubles_from_fifty_milliseconds_up_to_two_seconds() {
+        let waits: Vec<u128> = migration_backoff().take(8).map(|d| d.as_millis()).collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
     }
 }
