@@ -20,7 +20,7 @@ use crate::config::OutboxConfig;
 use crate::contract::Message;
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
-use crate::store::{OutboxRow, Store, StoreError};
+use crate::store::{OutboxRow, OutboxStore, StoreError};
 
 /// What one drain achieved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub enum DrainError {
 
 /// Drains the outbox to a sink.
 pub struct Publisher {
-    store: Arc<dyn Store>,
+    store: Arc<dyn OutboxStore>,
     sink: Arc<dyn Sink>,
     config: OutboxConfig,
     metrics: Option<Arc<Metrics>>,
@@ -52,7 +52,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher from `store` to `sink`.
-    pub fn new(store: Arc<dyn Store>, sink: Arc<dyn Sink>, config: OutboxConfig) -> Self {
+    pub fn new(store: Arc<dyn OutboxStore>, sink: Arc<dyn Sink>, config: OutboxConfig) -> Self {
         Publisher {
             store,
             sink,

@@ -26,7 +26,7 @@ use crate::detect::{Outcome, Snapshot};
 use crate::metrics::PollCounts;
 use crate::record::SourceRecord;
 use crate::source::{Resource, Source, SourceError};
-use crate::store::{PageCommit, ResourceKey, ResourceState, Store, StoreError};
+use crate::store::{PageCommit, PageStore, ResourceKey, ResourceState, StoreError};
 
 /// What one poll did; logged per poll and summed by `poll-once`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,8 +126,9 @@ pub struct Poller {
     pub source: Arc<dyn Source>,
     /// The resource.
     pub resource: Arc<Resource>,
-    /// The state store.
-    pub store: Arc<dyn Store>,
+    /// Cursors, snapshots and the page commit (the daemon passes a
+    /// [`crate::store::fenced::FencedStore`], so pages are written under the resource's lease).
+    pub store: Arc<dyn PageStore>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Topic prefix for messages.
@@ -145,7 +146,7 @@ impl Poller {
     pub fn new(
         source: Arc<dyn Source>,
         resource: Arc<Resource>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn PageStore>,
         clock: Arc<dyn Clock>,
         topic_prefix: impl Into<String>,
         max_outbox_rows: u64,

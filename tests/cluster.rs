@@ -23,7 +23,9 @@ use pollbus::sink::{Sink, SinkError};
 use pollbus::source::{DeletePage, IdPage, Page, Resource, Source, SourceError};
 use pollbus::store::fenced::FencedStore;
 use pollbus::store::postgres::PgStore;
-use pollbus::store::{ResourceKey, Store, StoreError, StoreOptions};
+use pollbus::store::{
+    LeaseStore, OutboxGauge, PageStore, ResourceKey, Store, StoreError, StoreOptions,
+};
 use pollbus_testkit::scripted::customer;
 use pollbus_testkit::{MemorySink, ScriptedSource};
 

@@ -13,7 +13,8 @@ use pollbus::detect::Snapshot;
 use pollbus::store::fenced::FencedStore;
 use pollbus::store::postgres::PgStore;
 use pollbus::store::{
-    Fence, LeaseGrant, PageCommit, ResourceKey, ResourceState, Store, StoreError, StoreOptions,
+    Fence, LeaseGrant, OutboxGauge, OutboxStore, PageCommit, PageStore, ResourceKey, ResourceState,
+    Store, StoreError, StoreOptions,
 };
 use pollbus_testkit::t;
 

@@ -10,14 +10,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Fence, LeaseGrant, ResourceKey, Store, StoreError};
+use super::{Fence, LeaseGrant, LeaseStore, ResourceKey, StoreError};
 
 /// Held leases: resource → fence.
 pub type Held = HashMap<ResourceKey, Fence>;
 
 /// One replica's lease loop.
 pub struct LeaseKeeper {
-    store: Arc<dyn Store>,
+    store: Arc<dyn LeaseStore>,
     replica: String,
     keys: Vec<ResourceKey>,
     ttl: Duration,
@@ -27,7 +27,7 @@ pub struct LeaseKeeper {
 impl LeaseKeeper {
     /// A keeper for `replica` over the configured `keys`.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn LeaseStore>,
         replica: String,
         keys: Vec<ResourceKey>,
         ttl: Duration,

@@ -1,7 +1,7 @@
 //! State: cursors, snapshots, the outbox, dead letters and tokens.
 //!
 //! **Checkpoint rule.** Everything one page produces — new snapshots, removed snapshots, outbox
-//! rows and the moved cursor — is written in one transaction ([`Store::commit_page`]). The cursor
+//! rows and the moved cursor — is written in one transaction ([`PageStore::commit_page`]). The cursor
 //! therefore only moves once the changes it covers are durable in the outbox, and a crash at any
 //! point either redoes a page (same deterministic message ids) or resends outbox rows the sink
 //! never acknowledged.
@@ -10,19 +10,19 @@ pub mod budget;
 pub mod fenced;
 pub mod lease;
 pub mod postgres;
+pub mod roles;
 pub mod sqlite;
 mod tokens;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::contract::Message;
 use crate::detect::Snapshot;
 
+pub use roles::{DeadLetterStore, LeaseStore, OutboxGauge, OutboxStore, PageStore, Store};
 pub use tokens::StoreTokenCache;
 
 /// Identifies a polled resource.
@@ -103,7 +103,7 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
-/// What [`Store::acquire_leases`] granted.
+/// What [`LeaseStore::acquire_leases`] granted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseGrant {
     /// Leases the replica holds now (renewed or newly taken), ordered by key.
@@ -239,112 +239,6 @@ pub(crate) fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> 
     move |source| StoreError::Query { operation, source }
 }
 
-/// The state store.
-#[async_trait]
-pub trait Store: Send + Sync {
-    /// The resource's progress; `None` before its first committed page.
-    async fn resource_state(&self, key: &ResourceKey) -> Result<Option<ResourceState>, StoreError>;
-
-    /// Snapshots of the given ids (those that exist).
-    async fn snapshots(
-        &self,
-        key: &ResourceKey,
-        ids: &[String],
-    ) -> Result<HashMap<String, Snapshot>, StoreError>;
-
-    /// Writes one page atomically (the checkpoint rule).
-    async fn commit_page(&self, key: &ResourceKey, page: PageCommit) -> Result<(), StoreError>;
-
-    /// Marks `ids` as present in reconciliation run `run`.
-    async fn reconcile_mark(
-        &self,
-        key: &ResourceKey,
-        run: i64,
-        ids: &[String],
-    ) -> Result<(), StoreError>;
-
-    /// Snapshots not marked in run `run` and last written before `before` (records that
-    /// appeared during the listing are not considered missing).
-    async fn reconcile_absent(
-        &self,
-        key: &ResourceKey,
-        run: i64,
-        before: DateTime<Utc>,
-    ) -> Result<Vec<(String, Snapshot)>, StoreError>;
-
-    /// How many snapshots the resource has.
-    async fn snapshot_count(&self, key: &ResourceKey) -> Result<u64, StoreError>;
-
-    /// The oldest `limit` outbox rows, in publication order. With PostgreSQL the rows are
-    /// claimed for this replica (until acknowledged, failed or the claim timeout), and a row is
-    /// returned only with every earlier row of its partition key.
-    async fn outbox_next(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
-
-    /// Deletes acknowledged rows.
-    async fn outbox_ack(&self, seqs: &[i64]) -> Result<(), StoreError>;
-
-    /// Records a failed attempt on rows that stay in the outbox.
-    async fn outbox_failed(&self, seqs: &[i64], error: &str) -> Result<(), StoreError>;
-
-    /// Moves a row the sink rejected for good to the dead-letter table.
-    async fn outbox_dead(&self, seq: i64, reason: &str) -> Result<(), StoreError>;
-
-    /// Outbox depth, age and dead-letter count.
-    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
-
-    /// Dead letters, oldest first.
-    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadRow>, StoreError>;
-
-    /// Moves dead letters (all, or the given seqs) back to the outbox; returns how many.
-    async fn retry_dead(&self, seqs: Option<&[i64]>) -> Result<u64, StoreError>;
-
-    /// A stored token (OAuth access/refresh tokens), by name.
-    async fn token(&self, name: &str) -> Result<Option<String>, StoreError>;
-
-    /// Stores a token, replacing the previous one atomically.
-    async fn put_token(&self, name: &str, value: &str) -> Result<(), StoreError>;
-
-    /// Every resource with its state and snapshot count.
-    async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError>;
-
-    /// Announces `replica` as alive for `ttl`, then renews the leases it holds among `keys`,
-    /// releases those above its fair share (ceil(keys / live replicas)) and takes free or
-    /// expired ones up to that share. One transaction; a takeover increments the fencing token.
-    async fn acquire_leases(
-        &self,
-        replica: &str,
-        keys: &[ResourceKey],
-        ttl: Duration,
-    ) -> Result<LeaseGrant, StoreError>;
-
-    /// Gives up `replica`'s leases (all, or those of `keys`) so others may take them at once;
-    /// releasing all also withdraws the replica from the live set.
-    async fn release_leases(
-        &self,
-        replica: &str,
-        keys: Option<&[ResourceKey]>,
-    ) -> Result<(), StoreError>;
-
-    /// Every lease row with its owner, live or not (for tests and `state show`).
-    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
-
-    /// Replicas whose heartbeat has not expired, sorted.
-    async fn live_replicas(&self) -> Result<Vec<String>, StoreError>;
-
-    /// Takes `n` requests from `source`'s budget of `per_hour` requests per clock hour, shared
-    /// by every replica. `None`: granted. `Some(wait)`: the budget is used up; nothing was
-    /// taken, and the hour ends after `wait`. Windows are clock hours of the store's clock
-    /// (fixed, not sliding: a burst at the end of one hour and the start of the next may reach
-    /// twice the budget within sixty minutes); a request larger than the whole budget is granted
-    /// alone in an untouched hour rather than never. PostgreSQL uses the database's clock.
-    async fn take_request_budget(
-        &self,
-        source: &str,
-        n: u32,
-        per_hour: u32,
-    ) -> Result<Option<Duration>, StoreError>;
-}
-
 /// How a store is opened (besides its URL).
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -434,7 +328,7 @@ pub(crate) fn from_nanos(n: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(n)
 }
 
-/// A lease row as read inside [`Store::acquire_leases`]'s transaction.
+/// A lease row as read inside [`LeaseStore::acquire_leases`]'s transaction.
 #[derive(Debug, Clone)]
 pub(crate) struct LeaseRow {
     pub key: ResourceKey,

@@ -271,7 +271,7 @@ async fn check_is_pollbus(conn: &mut PgConnection, location: &str) -> Result<(),
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl PageStore for PgStore {
     async fn resource_state(&self, key: &ResourceKey) -> Result<Option<ResourceState>, StoreError> {
         self.count(1);
         let row = sqlx::query(
@@ -498,6 +498,53 @@ impl Store for PgStore {
         Ok(n as u64)
     }
 
+    async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError> {
+        self.count(1);
+        let rows = sqlx::query(
+            "SELECT r.source, r.resource, r.cursor, r.last_reconcile, r.audit_cursor, r.baseline_done, \
+                    (SELECT count(*) FROM snapshots s WHERE s.source = r.source AND s.resource = r.resource) \
+             FROM resources r ORDER BY r.source, r.resource",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err("summarize resources"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ResourceSummary {
+                key: ResourceKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
+                state: ResourceState {
+                    cursor: r.get::<Option<i64>, _>(2).map(from_nanos),
+                    last_reconcile: r.get::<Option<i64>, _>(3).map(from_nanos),
+                    audit_cursor: r.get::<Option<i64>, _>(4).map(from_nanos),
+                    baseline_done: r.get(5),
+                },
+                snapshots: r.get::<i64, _>(6) as u64,
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl OutboxGauge for PgStore {
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.count(1);
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM outbox), (SELECT min(created_at) FROM outbox), \
+                    (SELECT count(*) FROM dead_letters)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pg_err("outbox stats"))?;
+        Ok(OutboxStats {
+            depth: row.get::<i64, _>(0) as u64,
+            oldest: row.get::<Option<i64>, _>(1).map(from_nanos),
+            dead: row.get::<i64, _>(2) as u64,
+        })
+    }
+}
+
+#[async_trait]
+impl OutboxStore for PgStore {
     async fn outbox_next(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(pg_err("begin claim"))?;
         self.count(4);
@@ -600,23 +647,10 @@ impl Store for PgStore {
             .map_err(pg_err("remove dead outbox row"))?;
         tx.commit().await.map_err(pg_err("commit dead letter"))
     }
+}
 
-    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        self.count(1);
-        let row = sqlx::query(
-            "SELECT (SELECT count(*) FROM outbox), (SELECT min(created_at) FROM outbox), \
-                    (SELECT count(*) FROM dead_letters)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(pg_err("outbox stats"))?;
-        Ok(OutboxStats {
-            depth: row.get::<i64, _>(0) as u64,
-            oldest: row.get::<Option<i64>, _>(1).map(from_nanos),
-            dead: row.get::<i64, _>(2) as u64,
-        })
-    }
-
+#[async_trait]
+impl DeadLetterStore for PgStore {
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadRow>, StoreError> {
         self.count(1);
         let rows = sqlx::query(
@@ -660,56 +694,10 @@ impl Store for PgStore {
         tx.commit().await.map_err(pg_err("commit retry"))?;
         Ok(moved)
     }
+}
 
-    async fn token(&self, name: &str) -> Result<Option<String>, StoreError> {
-        self.count(1);
-        sqlx::query_scalar("SELECT value FROM tokens WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(pg_err("read token"))
-    }
-
-    async fn put_token(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        self.count(1);
-        sqlx::query(
-            "INSERT INTO tokens (name, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(value)
-        .bind(to_nanos(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(pg_err("write token"))?;
-        Ok(())
-    }
-
-    async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError> {
-        self.count(1);
-        let rows = sqlx::query(
-            "SELECT r.source, r.resource, r.cursor, r.last_reconcile, r.audit_cursor, r.baseline_done, \
-                    (SELECT count(*) FROM snapshots s WHERE s.source = r.source AND s.resource = r.resource) \
-             FROM resources r ORDER BY r.source, r.resource",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_err("summarize resources"))?;
-        Ok(rows
-            .iter()
-            .map(|r| ResourceSummary {
-                key: ResourceKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
-                state: ResourceState {
-                    cursor: r.get::<Option<i64>, _>(2).map(from_nanos),
-                    last_reconcile: r.get::<Option<i64>, _>(3).map(from_nanos),
-                    audit_cursor: r.get::<Option<i64>, _>(4).map(from_nanos),
-                    baseline_done: r.get(5),
-                },
-                snapshots: r.get::<i64, _>(6) as u64,
-            })
-            .collect())
-    }
-
+#[async_trait]
+impl LeaseStore for PgStore {
     async fn acquire_leases(
         &self,
         replica: &str,
@@ -881,6 +869,33 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(pg_err("read replicas"))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn token(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.count(1);
+        sqlx::query_scalar("SELECT value FROM tokens WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_err("read token"))
+    }
+
+    async fn put_token(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.count(1);
+        sqlx::query(
+            "INSERT INTO tokens (name, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(to_nanos(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(pg_err("write token"))?;
+        Ok(())
     }
 
     async fn take_request_budget(

@@ -138,7 +138,7 @@ fn opt_time(n: Option<i64>) -> Option<DateTime<Utc>> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl PageStore for SqliteStore {
     async fn resource_state(&self, key: &ResourceKey) -> Result<Option<ResourceState>, StoreError> {
         let row = sqlx::query(
             "SELECT cursor, last_reconcile, audit_cursor, baseline_done FROM resources WHERE source = ? AND resource = ?",
@@ -336,6 +336,51 @@ impl Store for SqliteStore {
         Ok(n as u64)
     }
 
+    async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.source, r.resource, r.cursor, r.last_reconcile, r.audit_cursor, r.baseline_done, \
+                    (SELECT count(*) FROM snapshots s WHERE s.source = r.source AND s.resource = r.resource) \
+             FROM resources r ORDER BY r.source, r.resource",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("summarize resources"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ResourceSummary {
+                key: ResourceKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
+                state: ResourceState {
+                    cursor: opt_time(r.get(2)),
+                    last_reconcile: opt_time(r.get(3)),
+                    audit_cursor: opt_time(r.get(4)),
+                    baseline_done: r.get(5),
+                },
+                snapshots: r.get::<i64, _>(6) as u64,
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl OutboxGauge for SqliteStore {
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM outbox), (SELECT min(created_at) FROM outbox), \
+                    (SELECT count(*) FROM dead_letters)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("outbox stats"))?;
+        Ok(OutboxStats {
+            depth: row.get::<i64, _>(0) as u64,
+            oldest: opt_time(row.get(1)),
+            dead: row.get::<i64, _>(2) as u64,
+        })
+    }
+}
+
+#[async_trait]
+impl OutboxStore for SqliteStore {
     async fn outbox_next(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query("SELECT seq, message, attempts FROM outbox ORDER BY seq LIMIT ?")
             .bind(i64::from(limit))
@@ -398,22 +443,10 @@ impl Store for SqliteStore {
             .map_err(query_err("remove dead outbox row"))?;
         tx.commit().await.map_err(query_err("commit dead letter"))
     }
+}
 
-    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT count(*) FROM outbox), (SELECT min(created_at) FROM outbox), \
-                    (SELECT count(*) FROM dead_letters)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query_err("outbox stats"))?;
-        Ok(OutboxStats {
-            depth: row.get::<i64, _>(0) as u64,
-            oldest: opt_time(row.get(1)),
-            dead: row.get::<i64, _>(2) as u64,
-        })
-    }
-
+#[async_trait]
+impl DeadLetterStore for SqliteStore {
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, message, reason, failed_at FROM dead_letters ORDER BY seq LIMIT ?",
@@ -458,53 +491,10 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(query_err("commit retry"))?;
         Ok(moved)
     }
+}
 
-    async fn token(&self, name: &str) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar("SELECT value FROM tokens WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("read token"))
-    }
-
-    async fn put_token(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO tokens (name, value, updated_at) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(value)
-        .bind(now_nanos())
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("write token"))?;
-        Ok(())
-    }
-
-    async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.source, r.resource, r.cursor, r.last_reconcile, r.audit_cursor, r.baseline_done, \
-                    (SELECT count(*) FROM snapshots s WHERE s.source = r.source AND s.resource = r.resource) \
-             FROM resources r ORDER BY r.source, r.resource",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("summarize resources"))?;
-        Ok(rows
-            .iter()
-            .map(|r| ResourceSummary {
-                key: ResourceKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
-                state: ResourceState {
-                    cursor: opt_time(r.get(2)),
-                    last_reconcile: opt_time(r.get(3)),
-                    audit_cursor: opt_time(r.get(4)),
-                    baseline_done: r.get(5),
-                },
-                snapshots: r.get::<i64, _>(6) as u64,
-            })
-            .collect())
-    }
-
+#[async_trait]
+impl LeaseStore for SqliteStore {
     async fn acquire_leases(
         &self,
         replica: &str,
@@ -646,6 +636,31 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("read replicas"))
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn token(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM tokens WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("read token"))
+    }
+
+    async fn put_token(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (name, value, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(now_nanos())
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("write token"))?;
+        Ok(())
     }
 
     async fn take_request_budget(
