@@ -1,6 +1,7 @@
 //! Keeps one replica's leases: acquires its fair share, renews every third of `lease_ttl`,
 //! takes over leases of replicas that stopped renewing, and tells resource tasks which leases
-//! (with their fences) it holds.
+//! (with their fences) it holds. Also the pure lease plan both backends run inside
+//! [`LeaseStore::acquire_leases`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -143,5 +144,119 @@ impl LeaseKeeper {
         if let Err(e) = self.store.release_leases(&self.replica, None).await {
             tracing::warn!(replica = %self.replica, error = %e, "cannot release leases; they expire by themselves");
         }
+    }
+}
+
+/// The fair share of `resources` among `replicas`: ceil(resources / replicas).
+pub fn fair_share(resources: usize, replicas: usize) -> usize {
+    resources.div_ceil(replicas.max(1))
+}
+
+/// A lease row as read inside [`LeaseStore::acquire_leases`]'s transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseRow {
+    pub key: ResourceKey,
+    pub owner: Option<String>,
+    pub token: i64,
+    pub expires_at: i64,
+}
+
+/// What a replica does with the lease rows of its resources.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct LeasePlan {
+    /// Held and kept: extend.
+    pub renew: Vec<ResourceKey>,
+    /// Held above the fair share: give up.
+    pub release: Vec<ResourceKey>,
+    /// Free or expired: take over (token + 1).
+    pub take: Vec<ResourceKey>,
+    /// Nanoseconds until the earliest lease of another replica expires.
+    pub next_expiry: Option<i64>,
+}
+
+/// Decides renewals, releases and takeovers (pure; both backends use it). `rows` are the lease
+/// rows of the replica's resources, `now` the database's time in nanoseconds.
+pub(crate) fn plan_leases(rows: &[LeaseRow], me: &str, share: usize, now: i64) -> LeasePlan {
+    let mut rows: Vec<&LeaseRow> = rows.iter().collect();
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    let live = |r: &LeaseRow| r.owner.is_some() && r.expires_at > now;
+    let mut plan = LeasePlan::default();
+    for r in rows
+        .iter()
+        .filter(|r| live(r) && r.owner.as_deref() == Some(me))
+    {
+        if plan.renew.len() < share {
+            plan.renew.push(r.key.clone());
+        } else {
+            plan.release.push(r.key.clone());
+        }
+    }
+    for r in rows.iter().filter(|r| !live(r)) {
+        if plan.renew.len() + plan.take.len() >= share {
+            break;
+        }
+        plan.take.push(r.key.clone());
+    }
+    plan.next_expiry = rows
+        .iter()
+        .filter(|r| live(r) && r.owner.as_deref() != Some(me))
+        .map(|r| r.expires_at - now)
+        .min();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(resource: &str, owner: Option<&str>, expires_at: i64) -> LeaseRow {
+        LeaseRow {
+            key: ResourceKey::new("s", resource),
+            owner: owner.map(str::to_string),
+            token: 1,
+            expires_at,
+        }
+    }
+
+    fn names(keys: &[ResourceKey]) -> Vec<&str> {
+        keys.iter().map(|k| k.resource.as_str()).collect()
+    }
+
+    #[test]
+    fn plan_keeps_the_share_and_takes_only_dead_leases() {
+        let rows = [
+            row("a", Some("me"), 100),
+            row("b", Some("me"), 100),
+            row("c", Some("me"), 100),
+            row("d", Some("other"), 70),
+            row("e", Some("other"), 5), // expired
+            row("f", None, 0),
+        ];
+        let plan = plan_leases(&rows, "me", 2, 10);
+        assert_eq!(names(&plan.renew), ["a", "b"]);
+        assert_eq!(names(&plan.release), ["c"]);
+        assert!(plan.take.is_empty());
+        assert_eq!(plan.next_expiry, Some(60));
+
+        let plan = plan_leases(&rows, "me", 5, 10);
+        assert_eq!(names(&plan.renew), ["a", "b", "c"]);
+        assert_eq!(names(&plan.take), ["e", "f"]);
+        let plan = plan_leases(&rows, "me", 4, 10);
+        assert_eq!(names(&plan.take), ["e"]);
+    }
+
+    #[test]
+    fn my_expired_lease_is_a_takeover_not_a_renewal() {
+        let plan = plan_leases(&[row("a", Some("me"), 5)], "me", 1, 10);
+        assert!(plan.renew.is_empty());
+        assert_eq!(names(&plan.take), ["a"]);
+    }
+
+    #[test]
+    fn fair_share_rounds_up() {
+        assert_eq!(fair_share(12, 3), 4);
+        assert_eq!(fair_share(12, 5), 3);
+        assert_eq!(fair_share(12, 0), 12);
+        assert_eq!(fair_share(0, 2), 0);
     }
 }

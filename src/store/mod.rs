@@ -1,4 +1,9 @@
-//! State: cursors, snapshots, the outbox, dead letters and tokens.
+//! State: cursors, snapshots, the outbox, dead letters, leases, tokens and request budgets.
+//!
+//! Each concern is a role trait ([`roles`]): the poll loop takes a [`PageStore`], the publisher
+//! an [`OutboxStore`], the lease keeper a [`LeaseStore`]; [`Store`] combines them for [`open`]
+//! and the commands that need several. [`sqlite::SqliteStore`] and [`postgres::PgStore`]
+//! implement every role.
 //!
 //! **Checkpoint rule.** Everything one page produces — new snapshots, removed snapshots, outbox
 //! rows and the moved cursor — is written in one transaction ([`PageStore::commit_page`]). The cursor
@@ -7,6 +12,7 @@
 //! never acknowledged.
 
 pub mod budget;
+mod error;
 pub mod fenced;
 pub mod lease;
 pub mod postgres;
@@ -22,6 +28,10 @@ use chrono::{DateTime, Utc};
 use crate::contract::Message;
 use crate::detect::Snapshot;
 
+pub use error::StoreError;
+pub(crate) use error::{lease_lost, query_err};
+pub use lease::fair_share;
+pub(crate) use lease::{plan_leases, LeaseRow};
 pub use roles::{DeadLetterStore, LeaseStore, OutboxGauge, OutboxStore, PageStore, Store};
 pub use tokens::StoreTokenCache;
 
@@ -163,82 +173,6 @@ pub struct ResourceSummary {
     pub snapshots: u64,
 }
 
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The file or database is not a pollbus state store; nothing was changed.
-    #[error("{location} is not a pollbus state database ({detail}); refusing to touch it")]
-    NotPollbus {
-        /// The file or database (without credentials).
-        location: String,
-        /// What was found.
-        detail: String,
-    },
-    /// The database could not be opened or migrated.
-    #[error("cannot open state store {location}: {source}")]
-    Open {
-        /// The file or database (without credentials).
-        location: String,
-        /// The cause.
-        #[source]
-        source: sqlx::Error,
-    },
-    /// A query failed.
-    #[error("state store {operation} failed: {source}")]
-    Query {
-        /// What was being done.
-        operation: &'static str,
-        /// The cause.
-        #[source]
-        source: sqlx::Error,
-    },
-    /// PostgreSQL refused a statement; `sqlstate` says why (e.g. `40P01` deadlock, `08006`
-    /// connection failure, `53300` too many connections).
-    #[error("state store {operation} failed (sqlstate {sqlstate}{}): {source}", if *.transient { ", transient" } else { "" })]
-    Database {
-        /// What was being done.
-        operation: &'static str,
-        /// PostgreSQL's error code.
-        sqlstate: String,
-        /// Whether retrying later may succeed (serialization, connection, resources).
-        transient: bool,
-        /// The cause.
-        #[source]
-        source: sqlx::Error,
-    },
-    /// The page was not written: the replica no longer holds the resource's lease (it expired
-    /// or another replica took it over).
-    #[error("lease on {resource} is no longer held by replica {owner} (token {token}); page not written")]
-    LeaseLost {
-        /// The resource (`source/resource`).
-        resource: String,
-        /// The replica that tried to write.
-        owner: String,
-        /// The fencing token it presented.
-        token: i64,
-    },
-    /// Nothing was written: this replica does not hold the resource's lease (another replica
-    /// polls it).
-    #[error("{resource} is leased by another replica; nothing written here")]
-    NotLeased {
-        /// The resource (`source/resource`).
-        resource: String,
-    },
-    /// A stored value could not be decoded.
-    #[error("state store holds an unreadable {what}: {detail}")]
-    Corrupt {
-        /// What was being read.
-        what: &'static str,
-        /// Why it is unreadable.
-        detail: String,
-    },
-}
-
-/// Shorthand for mapping sqlx errors.
-pub(crate) fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Query { operation, source }
-}
-
 /// How a store is opened (besides its URL).
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -291,15 +225,6 @@ pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Arc<dyn Stor
     }
 }
 
-/// The [`StoreError::LeaseLost`] for `key` and `fence`.
-pub(crate) fn lease_lost(key: &ResourceKey, fence: &Fence) -> StoreError {
-    StoreError::LeaseLost {
-        resource: key.to_string(),
-        owner: fence.owner.clone(),
-        token: fence.token,
-    }
-}
-
 /// One hour in nanoseconds.
 pub(crate) const HOUR_NANOS: i64 = 3_600_000_000_000;
 
@@ -313,11 +238,6 @@ pub(crate) fn budget_wait(window: i64, now: i64) -> Duration {
     Duration::from_nanos((window + HOUR_NANOS - now).max(0) as u64)
 }
 
-/// The fair share of `resources` among `replicas`: ceil(resources / replicas).
-pub fn fair_share(resources: usize, replicas: usize) -> usize {
-    resources.div_ceil(replicas.max(1))
-}
-
 /// Nanoseconds since the epoch, the stores' time representation.
 pub(crate) fn to_nanos(t: DateTime<Utc>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
@@ -326,113 +246,4 @@ pub(crate) fn to_nanos(t: DateTime<Utc>) -> i64 {
 /// The inverse of [`to_nanos`].
 pub(crate) fn from_nanos(n: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(n)
-}
-
-/// A lease row as read inside [`LeaseStore::acquire_leases`]'s transaction.
-#[derive(Debug, Clone)]
-pub(crate) struct LeaseRow {
-    pub key: ResourceKey,
-    pub owner: Option<String>,
-    pub token: i64,
-    pub expires_at: i64,
-}
-
-/// What a replica does with the lease rows of its resources.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct LeasePlan {
-    /// Held and kept: extend.
-    pub renew: Vec<ResourceKey>,
-    /// Held above the fair share: give up.
-    pub release: Vec<ResourceKey>,
-    /// Free or expired: take over (token + 1).
-    pub take: Vec<ResourceKey>,
-    /// Nanoseconds until the earliest lease of another replica expires.
-    pub next_expiry: Option<i64>,
-}
-
-/// Decides renewals, releases and takeovers (pure; both backends use it). `rows` are the lease
-/// rows of the replica's resources, `now` the database's time in nanoseconds.
-pub(crate) fn plan_leases(rows: &[LeaseRow], me: &str, share: usize, now: i64) -> LeasePlan {
-    let mut rows: Vec<&LeaseRow> = rows.iter().collect();
-    rows.sort_by(|a, b| a.key.cmp(&b.key));
-    let live = |r: &LeaseRow| r.owner.is_some() && r.expires_at > now;
-    let mut plan = LeasePlan::default();
-    for r in rows
-        .iter()
-        .filter(|r| live(r) && r.owner.as_deref() == Some(me))
-    {
-        if plan.renew.len() < share {
-            plan.renew.push(r.key.clone());
-        } else {
-            plan.release.push(r.key.clone());
-        }
-    }
-    for r in rows.iter().filter(|r| !live(r)) {
-        if plan.renew.len() + plan.take.len() >= share {
-            break;
-        }
-        plan.take.push(r.key.clone());
-    }
-    plan.next_expiry = rows
-        .iter()
-        .filter(|r| live(r) && r.owner.as_deref() != Some(me))
-        .map(|r| r.expires_at - now)
-        .min();
-    plan
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(resource: &str, owner: Option<&str>, expires_at: i64) -> LeaseRow {
-        LeaseRow {
-            key: ResourceKey::new("s", resource),
-            owner: owner.map(str::to_string),
-            token: 1,
-            expires_at,
-        }
-    }
-
-    fn names(keys: &[ResourceKey]) -> Vec<&str> {
-        keys.iter().map(|k| k.resource.as_str()).collect()
-    }
-
-    #[test]
-    fn plan_keeps_the_share_and_takes_only_dead_leases() {
-        let rows = [
-            row("a", Some("me"), 100),
-            row("b", Some("me"), 100),
-            row("c", Some("me"), 100),
-            row("d", Some("other"), 70),
-            row("e", Some("other"), 5), // expired
-            row("f", None, 0),
-        ];
-        let plan = plan_leases(&rows, "me", 2, 10);
-        assert_eq!(names(&plan.renew), ["a", "b"]);
-        assert_eq!(names(&plan.release), ["c"]);
-        assert!(plan.take.is_empty());
-        assert_eq!(plan.next_expiry, Some(60));
-
-        let plan = plan_leases(&rows, "me", 5, 10);
-        assert_eq!(names(&plan.renew), ["a", "b", "c"]);
-        assert_eq!(names(&plan.take), ["e", "f"]);
-        let plan = plan_leases(&rows, "me", 4, 10);
-        assert_eq!(names(&plan.take), ["e"]);
-    }
-
-    #[test]
-    fn my_expired_lease_is_a_takeover_not_a_renewal() {
-        let plan = plan_leases(&[row("a", Some("me"), 5)], "me", 1, 10);
-        assert!(plan.renew.is_empty());
-        assert_eq!(names(&plan.take), ["a"]);
-    }
-
-    #[test]
-    fn fair_share_rounds_up() {
-        assert_eq!(fair_share(12, 3), 4);
-        assert_eq!(fair_share(12, 5), 3);
-        assert_eq!(fair_share(12, 0), 12);
-        assert_eq!(fair_share(0, 2), 0);
-    }
 }
