@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 use crate::formats::datefmt::{JavaDateFormat, Zone};
 use crate::formats::template::UrlTemplate;
+use crate::source::VENDORS;
 
 /// The result of an import: the configuration text and what could not be mapped.
 #[derive(Debug, Clone)]
@@ -72,7 +73,8 @@ pub enum ImportError {
     },
 }
 
-/// What pollbus knows about one Cloud Elements element.
+/// What pollbus knows about one Cloud Elements element: the importing vendor's defaults and
+/// its [`ImportHints`](crate::source::ImportHints).
 struct Element {
     kind: &'static str,
     source_system: &'static str,
@@ -85,52 +87,31 @@ struct Element {
     filter: Option<&'static str>,
 }
 
-const SERVICENOW_HUBS: &[(&str, &str)] = &[
-    ("/hubs/helpdesk/accounts", "core_company"),
-    ("/hubs/helpdesk/contacts", "sys_user"),
-    ("/hubs/helpdesk/incidents", "incident"),
-    ("/hubs/helpdesk/agents", "sys_user"),
-];
-
+/// The element `key` as the vendor that imports it describes it.
 fn element(key: &str) -> Option<Element> {
-    Some(match key {
-        "servicenowoauth" | "servicenow" => Element {
-            kind: "servicenow",
-            source_system: "ServiceNow",
-            hubs: SERVICENOW_HUBS,
-            id: "sys_id",
-            updated: "sys_updated_on",
-            filter: None,
-        },
-        "revel" => Element {
-            kind: "revel",
-            source_system: "Revel",
-            hubs: &[
-                ("/hubs/employee/employees", "Employee"),
-                ("/hubs/employee/timesheets", "TimeSheetEntry"),
-            ],
-            id: "id",
-            updated: "updated_date",
-            filter: None,
-        },
-        "concur" => Element {
-            kind: "concur",
-            source_system: "Concur",
-            hubs: &[("/hubs/expense/reports", "reports")],
-            id: "ID",
-            updated: "LastModifiedDate",
-            filter: Some("modifiedDateAfter"),
-        },
-        "sageone" => Element {
-            kind: "rest",
-            source_system: "SageOne",
-            hubs: &[("/hubs/finance/customers", "customers")],
-            id: "id",
-            updated: "updated_at",
-            filter: Some("updated_or_created_since"),
-        },
-        _ => return None,
+    VENDORS.iter().find_map(|vendor| {
+        let hints = vendor
+            .import_hints()
+            .filter(|h| h.elements.contains(&key))?;
+        let defaults = vendor.defaults();
+        Some(Element {
+            kind: defaults.name,
+            source_system: hints.source_system,
+            hubs: hints.hubs,
+            id: defaults.id_field,
+            updated: defaults.updated_field,
+            filter: hints.filter,
+        })
     })
+}
+
+/// Every element key some vendor imports, in registration order.
+fn supported_elements() -> Vec<&'static str> {
+    VENDORS
+        .iter()
+        .filter_map(|v| v.import_hints())
+        .flat_map(|h| h.elements.iter().copied())
+        .collect()
 }
 
 /// Sage Business Cloud Accounting v3.1, which the `sageone` element fronts.
@@ -208,7 +189,8 @@ pub fn cloud_elements(text: &str, origin: &str) -> Result<Imported, ImportError>
         shape(
             "element.key",
             format!(
-                "{key:?} is not supported (servicenowoauth, servicenow, revel, concur, sageone)"
+                "{key:?} is not supported ({})",
+                supported_elements().join(", ")
             ),
         )
     })?;

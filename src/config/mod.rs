@@ -10,6 +10,7 @@ mod connection_string;
 mod model;
 mod secret;
 mod validate;
+mod vendor;
 
 use std::fmt;
 use std::path::Path;
@@ -17,6 +18,7 @@ use std::path::Path;
 pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use model::*;
 pub use secret::{Secret, SecretError, SecretRef};
+pub use vendor::{problem, VendorDefaults, VendorRegistry, VendorRules};
 
 /// One thing wrong with a configuration, at a config path such as
 /// `sources[0].resources[2].fields.City`.

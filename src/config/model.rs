@@ -365,6 +365,8 @@ impl SourceConfig {
     }
 }
 
+// Each variant is one vendor module under src/source/, listed in its vendor registration table
+// (see `VendorRegistry`); this enum is only the name the configuration uses.
 /// The kinds of source pollbus knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -379,28 +381,6 @@ pub enum SourceKind {
     Rest,
     /// Synthetic customers, for trying pollbus out.
     Demo,
-}
-
-impl SourceKind {
-    /// The kind as written in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Servicenow => "servicenow",
-            SourceKind::Revel => "revel",
-            SourceKind::Concur => "concur",
-            SourceKind::Rest => "rest",
-            SourceKind::Demo => "demo",
-        }
-    }
-
-    /// The id field used when a resource does not name one.
-    pub fn default_id_field(self) -> &'static str {
-        match self {
-            SourceKind::Servicenow => "sys_id",
-            SourceKind::Concur => "ID",
-            _ => "id",
-        }
-    }
 }
 
 /// Vendor authentication.

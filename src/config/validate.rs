@@ -1,9 +1,14 @@
 //! Semantic validation of a parsed [`Config`]: no IO, every problem reported at once with the
 //! path of the offending key and its value.
+//!
+//! The checks every source and resource get are here; what is particular to a vendor (its
+//! settings table, resource names, whether it needs `base_url`, has a delete audit…) is asked
+//! of the vendor through [`VendorRegistry`] — the rules live in the vendor's own module.
 
 use std::collections::HashSet;
 
 use super::model::*;
+use super::vendor::VendorRegistry;
 use super::Problem;
 use crate::formats::datefmt::{JavaDateFormat, Zone};
 use crate::record::FieldPath;
@@ -164,8 +169,8 @@ fn validate_source(s: &SourceConfig, path: &str, topic_prefix: &str, p: &mut Pro
             "0 allows no request",
         );
     }
-    let http = s.kind != SourceKind::Demo;
-    match (&s.base_url, http) {
+    let rules = s.kind.rules();
+    match (&s.base_url, rules.defaults().http) {
         (None, true) => p.push(
             format!("{path}.base_url"),
             format!("required for kind {:?}", s.kind.as_str()),
@@ -176,43 +181,11 @@ fn validate_source(s: &SourceConfig, path: &str, topic_prefix: &str, p: &mut Pro
         ),
         _ => {}
     }
-    if s.demo.is_some() && s.kind != SourceKind::Demo {
-        p.push(
-            format!("{path}.demo"),
-            format!("demo settings on a source of kind {:?}", s.kind.as_str()),
-        );
+    // Each vendor checks its own settings table wherever it is set.
+    for vendor in SourceKind::all_rules() {
+        vendor.check_settings(s, path, &mut p.0);
     }
-    if let Some(demo) = &s.demo {
-        validate_demo(demo, &format!("{path}.demo"), p);
-    }
-    if s.servicenow.is_some() && s.kind != SourceKind::Servicenow {
-        p.push(
-            format!("{path}.servicenow"),
-            format!(
-                "servicenow settings on a source of kind {:?}",
-                s.kind.as_str()
-            ),
-        );
-    }
-    if let Some(sn) = &s.servicenow {
-        if sn.display_value == DisplayValue::True {
-            p.push(
-                format!("{path}.servicenow.display_value"),
-                "\"true\" turns dates into the user's display zone and format; use \"false\" or \"all\"",
-            );
-        }
-        for (child, parent) in &sn.hierarchy {
-            for (what, table) in [("child", child), ("parent", parent)] {
-                if !is_servicenow_name(table) {
-                    p.push(
-                        format!("{path}.servicenow.hierarchy.{child}"),
-                        format!("{what} table {table:?} is not a ServiceNow name ([A-Za-z0-9_.]+)"),
-                    );
-                }
-            }
-        }
-    }
-    validate_concur(s, path, p);
+    rules.validate_source(s, path, &mut p.0);
     if s.max_attempts == 0 {
         p.push(format!("{path}.max_attempts"), "0 attempts sends nothing");
     }
@@ -221,9 +194,6 @@ fn validate_source(s: &SourceConfig, path: &str, topic_prefix: &str, p: &mut Pro
             format!("{path}.max_response_bytes"),
             format!("{} is below 1024", s.max_response_bytes),
         );
-    }
-    if !http && !matches!(s.auth, AuthConfig::None) {
-        p.push(format!("{path}.auth"), "the demo source takes no auth");
     }
     validate_auth(&s.auth, &format!("{path}.auth"), p);
     if s.resources.is_empty() {
@@ -245,62 +215,6 @@ fn validate_source(s: &SourceConfig, path: &str, topic_prefix: &str, p: &mut Pro
             );
         }
         validate_resource(s, r, &rpath, topic_prefix, p);
-    }
-}
-
-/// ServiceNow silently ignores invalid query parts and would return every record, so table and
-/// field names are checked strictly.
-fn is_servicenow_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-}
-
-fn validate_servicenow_names(r: &ResourceConfig, path: &str, p: &mut Problems) {
-    let mut check = |key: String, name: &str| {
-        if !name.is_empty() && !is_servicenow_name(name) {
-            p.push(key, format!("{name:?} is not a ServiceNow name ([A-Za-z0-9_.]+); ServiceNow would ignore it and return every record"));
-        }
-    };
-    check(format!("{path}.name"), &r.name);
-    if let Some(id) = &r.id_field {
-        check(format!("{path}.id_field"), id);
-    }
-    for (name, vendor) in &r.fields {
-        check(format!("{path}.fields.{name}"), vendor);
-    }
-    if let Some(field) = r.on_behalf_of.as_ref().and_then(|o| o.field.as_ref()) {
-        check(format!("{path}.on_behalf_of.field"), field);
-    }
-    for (key, field) in [
-        ("updated_field", &r.dates.updated_field),
-        ("created_field", &r.dates.created_field),
-    ] {
-        if let Some(field) = field {
-            check(format!("{path}.dates.{key}"), field);
-        }
-    }
-}
-
-fn validate_demo(demo: &DemoConfig, path: &str, p: &mut Problems) {
-    if !(1..=1_000_000).contains(&demo.records) {
-        p.push(
-            format!("{path}.records"),
-            format!("{} is outside 1..=1000000", demo.records),
-        );
-    }
-    if demo.changes_per_minute == 0 {
-        p.push(format!("{path}.changes_per_minute"), "0 changes nothing");
-    }
-    if demo.lifetime_changes < 2 {
-        p.push(
-            format!("{path}.lifetime_changes"),
-            format!(
-                "{} is below 2 (a create and a delete)",
-                demo.lifetime_changes
-            ),
-        );
     }
 }
 
@@ -353,8 +267,6 @@ fn validate_resource(
 ) {
     if r.name.trim().is_empty() {
         p.push(format!("{path}.name"), "empty resource name");
-    } else if s.kind == SourceKind::Servicenow {
-        validate_servicenow_names(r, path, p);
     }
     validate_entity(&r.entity, &format!("{path}.entity"), topic_prefix, p);
     if let Some(id) = &r.id_field {
@@ -410,8 +322,13 @@ fn validate_resource(
             p.push(format!("{path}.dates.{key}"), e.to_string());
         }
     }
-    validate_vendor_resource(s, r, path, p);
-    if r.deletes.audits() && s.kind != SourceKind::Servicenow {
+    // Each vendor checks its own resource settings table wherever it is set.
+    for vendor in SourceKind::all_rules() {
+        vendor.check_resource_settings(s, r, path, &mut p.0);
+    }
+    let rules = s.kind.rules();
+    rules.validate_resource(s, r, path, &mut p.0);
+    if r.deletes.audits() && !rules.defaults().delete_audit {
         p.push(
             format!("{path}.deletes"),
             format!(
@@ -435,122 +352,6 @@ fn validate_resource(
             format!("{path}.reconcile_max_delete_ratio"),
             format!("{} is outside 0..=1", r.reconcile_max_delete_ratio),
         );
-    }
-}
-
-fn validate_concur(s: &SourceConfig, path: &str, p: &mut Problems) {
-    if s.concur.is_some() && s.kind != SourceKind::Concur {
-        p.push(
-            format!("{path}.concur"),
-            format!("concur settings on a source of kind {:?}", s.kind.as_str()),
-        );
-    }
-    if let Some(concur) = &s.concur {
-        let user = &concur.user;
-        if user.trim().is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            p.push(
-                format!("{path}.concur.user"),
-                format!("{user:?} must be \"ALL\" or a login id without spaces"),
-            );
-        }
-    }
-    if s.kind == SourceKind::Concur {
-        if let Some(size) = s.page_size.filter(|n| *n > 100) {
-            p.push(
-                format!("{path}.page_size"),
-                format!("{size} is above 100, the most SAP Concur v3 returns per page"),
-            );
-        }
-    }
-}
-
-/// Resource names that become URL paths, and the `rest` settings.
-fn validate_vendor_resource(s: &SourceConfig, r: &ResourceConfig, path: &str, p: &mut Problems) {
-    let name = &r.name;
-    let plain = |extra: char| {
-        !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == extra)
-            && !name.starts_with('/')
-            && !name.ends_with('/')
-            && !name.contains("//")
-    };
-    match s.kind {
-        SourceKind::Revel if !plain('/') => p.push(
-            format!("{path}.name"),
-            format!("{name:?} is not a Revel resource name such as TimeSheetEntry or enterprise/Establishment"),
-        ),
-        SourceKind::Concur if !plain('_') => p.push(
-            format!("{path}.name"),
-            format!("{name:?} is not a Concur expense v3 resource name such as reports"),
-        ),
-        _ => {}
-    }
-    match (&r.rest, s.kind) {
-        (None, SourceKind::Rest) => p.push(
-            format!("{path}.rest"),
-            format!("resource {name:?} of a rest source needs rest.url"),
-        ),
-        (Some(_), kind) if kind != SourceKind::Rest => p.push(
-            format!("{path}.rest"),
-            format!(
-                "rest settings on resource {name:?} of a source of kind {:?}",
-                kind.as_str()
-            ),
-        ),
-        (Some(rest), _) => validate_rest(r, rest, &format!("{path}.rest"), p),
-        (None, _) => {}
-    }
-}
-
-fn validate_rest(r: &ResourceConfig, rest: &RestResourceConfig, path: &str, p: &mut Problems) {
-    let zone = r
-        .dates
-        .updated_timezone
-        .as_deref()
-        .and_then(|z| Zone::parse(z).ok())
-        .unwrap_or_default();
-    if rest.url.trim().is_empty() {
-        p.push(format!("{path}.url"), "empty url template");
-    } else if let Err(e) = crate::formats::template::UrlTemplate::compile(&rest.url, &zone) {
-        p.push(format!("{path}.url"), format!("resource {:?}: {e}", r.name));
-    }
-    let pointer = |p: &mut Problems, key: &str, value: &str, empty_ok: bool| {
-        if (value.is_empty() && !empty_ok) || (!value.is_empty() && !value.starts_with('/')) {
-            p.push(
-                format!("{path}.{key}"),
-                format!("{value:?} is not a JSON pointer (e.g. \"/data\")"),
-            );
-        }
-    };
-    pointer(p, "records", &rest.records, true);
-    let mut param = |key: &str, value: &str| {
-        if value.trim().is_empty() || value.contains(['&', '=', '#', ' ']) {
-            p.push(
-                format!("{path}.paging.{key}"),
-                format!("{value:?} is not a query parameter name"),
-            );
-        }
-    };
-    match &rest.paging {
-        RestPaging::Offset {
-            offset_param,
-            limit_param,
-        } => {
-            param("offset_param", offset_param);
-            param("limit_param", limit_param);
-        }
-        RestPaging::Page {
-            page_param,
-            size_param,
-            ..
-        } => {
-            param("page_param", page_param);
-            param("size_param", size_param);
-        }
-        RestPaging::NextUrl { pointer: next } => pointer(p, "paging.pointer", next, false),
-        RestPaging::None | RestPaging::LinkHeader => {}
     }
 }
 

@@ -15,6 +15,9 @@
 //! - Deletes: reconciliation only (the same listing without `modifiedDateAfter`).
 //! - Errors: v3 `{"Error": {"Message"}}` bodies are named in messages; 429 and 503 are retried
 //!   by the HTTP layer with `Retry-After`.
+//! - Configuration: [`DEFAULTS`] (`ID`, `LastModifiedDate`/`CreateDate` as
+//!   `yyyy-MM-dd'T'HH:mm:ss.SSS`, 100 per page — the most v3 returns); resource names are v3
+//!   expense resources (`reports`); `[sources.concur]` settings.
 
 use std::sync::Arc;
 
@@ -23,16 +26,110 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use url::Url;
 
-use super::servicenow::vendor_error;
-use super::{
-    get_records, BuildError, IdPage, JsonPage, Page, Resource, Source, SourceContext, SourceError,
+use super::vendor::{
+    get_records, is_plain_resource_name, misplaced_settings, vendor_error, ImportHints, JsonPage,
+    Vendor,
 };
-use crate::config::SourceConfig;
+use super::{BuildError, IdPage, Page, Resource, Source, SourceContext, SourceError};
+use crate::config::{
+    problem, Problem, ResourceConfig, SourceConfig, SourceKind, VendorDefaults, VendorRules,
+};
 use crate::http::auth::Auth;
 use crate::http::{HttpClient, HttpError};
 
 /// The OAuth 2.0 token endpoint under a Concur base URL.
 pub const TOKEN_PATH: &str = "/oauth2/v0/token";
+
+/// Most records a v3 list endpoint returns per page.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// What pollbus assumes of a Concur source.
+pub const DEFAULTS: VendorDefaults = VendorDefaults {
+    kind: SourceKind::Concur,
+    name: "concur",
+    id_field: "ID",
+    updated_field: "LastModifiedDate",
+    created_field: "CreateDate",
+    date_format: Some("yyyy-MM-dd'T'HH:mm:ss.SSS"),
+    page_size: MAX_PAGE_SIZE,
+    class_field: None,
+    delete_audit: false,
+    http: true,
+    token_path: TOKEN_PATH,
+};
+
+/// The Cloud Elements `concur` element.
+const IMPORT: ImportHints = ImportHints {
+    elements: &["concur"],
+    source_system: "Concur",
+    hubs: &[("/hubs/expense/reports", "reports")],
+    filter: Some("modifiedDateAfter"),
+};
+
+/// The SAP Concur vendor (`kind = "concur"`).
+pub struct Concur;
+
+impl VendorRules for Concur {
+    fn defaults(&self) -> &'static VendorDefaults {
+        &DEFAULTS
+    }
+
+    fn check_settings(&self, s: &SourceConfig, path: &str, p: &mut Vec<Problem>) {
+        let Some(concur) = &s.concur else { return };
+        misplaced_settings(&DEFAULTS, s, path, p);
+        let user = &concur.user;
+        if user.trim().is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problem(
+                p,
+                format!("{path}.concur.user"),
+                format!("{user:?} must be \"ALL\" or a login id without spaces"),
+            );
+        }
+    }
+
+    fn validate_source(&self, s: &SourceConfig, path: &str, p: &mut Vec<Problem>) {
+        if let Some(size) = s.page_size.filter(|n| *n > MAX_PAGE_SIZE) {
+            problem(
+                p,
+                format!("{path}.page_size"),
+                format!("{size} is above 100, the most SAP Concur v3 returns per page"),
+            );
+        }
+    }
+
+    fn validate_resource(
+        &self,
+        _source: &SourceConfig,
+        r: &ResourceConfig,
+        path: &str,
+        p: &mut Vec<Problem>,
+    ) {
+        if !is_plain_resource_name(&r.name, '_') {
+            problem(
+                p,
+                format!("{path}.name"),
+                format!(
+                    "{:?} is not a Concur expense v3 resource name such as reports",
+                    r.name
+                ),
+            );
+        }
+    }
+}
+
+impl Vendor for Concur {
+    fn build(
+        &self,
+        config: &SourceConfig,
+        ctx: &SourceContext,
+    ) -> Result<Arc<dyn Source>, BuildError> {
+        Ok(Arc::new(ConcurSource::new(config, ctx)?))
+    }
+
+    fn import_hints(&self) -> Option<&'static ImportHints> {
+        Some(&IMPORT)
+    }
+}
 
 /// A Concur company.
 pub struct ConcurSource {
@@ -68,7 +165,7 @@ use crate::record::id_text;
 impl ConcurSource {
     /// Builds the source from its configuration.
     pub fn new(config: &SourceConfig, ctx: &SourceContext) -> Result<Self, BuildError> {
-        let (base, http) = super::vendor_client(config, ctx, TOKEN_PATH)?;
+        let (base, http) = super::vendor_client(config, ctx)?;
         Ok(ConcurSource {
             base,
             user: config.concur.clone().unwrap_or_default().user,

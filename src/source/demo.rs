@@ -6,6 +6,9 @@
 //! `records * 60 / changes_per_minute` seconds (at a per-slot phase); a slot's changes form
 //! lives of `lifetime_changes` changes: a create, updates, and a delete, after which the slot
 //! holds a new customer with a new id.
+//!
+//! Configuration: [`DEFAULTS`] (`id`, `updated_at`/`created_at` in RFC 3339); no HTTP, so no
+//! `base_url` and no `auth`; `[sources.demo]` settings.
 
 use std::sync::Arc;
 
@@ -14,9 +17,81 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{IdPage, Page, Resource, Source, SourceError};
+use super::vendor::{misplaced_settings, Vendor};
+use super::{BuildError, IdPage, Page, Resource, Source, SourceContext, SourceError};
 use crate::clock::Clock;
-use crate::config::DemoConfig;
+use crate::config::{
+    problem, AuthConfig, DemoConfig, Problem, SourceConfig, SourceKind, VendorDefaults, VendorRules,
+};
+
+/// What pollbus assumes of a demo source.
+pub const DEFAULTS: VendorDefaults = VendorDefaults {
+    kind: SourceKind::Demo,
+    name: "demo",
+    id_field: "id",
+    updated_field: "updated_at",
+    created_field: "created_at",
+    date_format: None,
+    page_size: 1000,
+    class_field: None,
+    delete_audit: false,
+    http: false,
+    token_path: "/oauth/token",
+};
+
+/// The demo vendor (`kind = "demo"`).
+pub struct Demo;
+
+impl VendorRules for Demo {
+    fn defaults(&self) -> &'static VendorDefaults {
+        &DEFAULTS
+    }
+
+    fn check_settings(&self, s: &SourceConfig, path: &str, p: &mut Vec<Problem>) {
+        let Some(demo) = &s.demo else { return };
+        misplaced_settings(&DEFAULTS, s, path, p);
+        let path = format!("{path}.demo");
+        if !(1..=1_000_000).contains(&demo.records) {
+            problem(
+                p,
+                format!("{path}.records"),
+                format!("{} is outside 1..=1000000", demo.records),
+            );
+        }
+        if demo.changes_per_minute == 0 {
+            problem(p, format!("{path}.changes_per_minute"), "0 changes nothing");
+        }
+        if demo.lifetime_changes < 2 {
+            problem(
+                p,
+                format!("{path}.lifetime_changes"),
+                format!(
+                    "{} is below 2 (a create and a delete)",
+                    demo.lifetime_changes
+                ),
+            );
+        }
+    }
+
+    fn validate_source(&self, s: &SourceConfig, path: &str, p: &mut Vec<Problem>) {
+        if !matches!(s.auth, AuthConfig::None) {
+            problem(p, format!("{path}.auth"), "the demo source takes no auth");
+        }
+    }
+}
+
+impl Vendor for Demo {
+    fn build(
+        &self,
+        config: &SourceConfig,
+        ctx: &SourceContext,
+    ) -> Result<Arc<dyn Source>, BuildError> {
+        Ok(Arc::new(DemoSource::new(
+            config.demo.clone().unwrap_or_default(),
+            ctx.clock.clone(),
+        )))
+    }
+}
 
 const FIRST_NAMES: &[&str] = &[
     "Åse",

@@ -12,6 +12,9 @@
 //! - Nothing is known about the API's order, so [`Source::ordered`] is `false`: the cursor moves
 //!   after the last page of a poll.
 //! - Deletes: reconciliation lists the template rendered at the Unix epoch.
+//! - Configuration: [`DEFAULTS`] (`id`, `updated_at`/`created_at` in RFC 3339, 1000 per page);
+//!   every resource of a `rest` source has a `rest` table (URL template, records pointer,
+//!   paging), and no resource of another kind may have one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,13 +24,158 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use url::Url;
 
-use super::{
-    get_records, BuildError, IdPage, JsonPage, Page, Resource, Source, SourceContext, SourceError,
+use super::vendor::{get_records, ImportHints, JsonPage, Vendor};
+use super::{BuildError, IdPage, Page, Resource, Source, SourceContext, SourceError};
+use crate::config::{
+    problem, Problem, ResourceConfig, RestPaging, RestResourceConfig, SourceConfig, SourceKind,
+    VendorDefaults, VendorRules,
 };
-use crate::config::{RestPaging, RestResourceConfig, SourceConfig};
 use crate::formats::datefmt::Zone;
 use crate::formats::template::UrlTemplate;
 use crate::http::HttpClient;
+
+/// What pollbus assumes of a generic REST source.
+pub const DEFAULTS: VendorDefaults = VendorDefaults {
+    kind: SourceKind::Rest,
+    name: "rest",
+    id_field: "id",
+    updated_field: "updated_at",
+    created_field: "created_at",
+    date_format: None,
+    page_size: 1000,
+    class_field: None,
+    delete_audit: false,
+    http: true,
+    token_path: "/oauth/token",
+};
+
+/// The Cloud Elements `sageone` element, which fronts Sage Business Cloud Accounting v3.1: a
+/// plain REST API.
+const IMPORT: ImportHints = ImportHints {
+    elements: &["sageone"],
+    source_system: "SageOne",
+    hubs: &[("/hubs/finance/customers", "customers")],
+    filter: Some("updated_or_created_since"),
+};
+
+/// The generic REST vendor (`kind = "rest"`).
+pub struct Rest;
+
+impl VendorRules for Rest {
+    fn defaults(&self) -> &'static VendorDefaults {
+        &DEFAULTS
+    }
+
+    fn check_resource_settings(
+        &self,
+        s: &SourceConfig,
+        r: &ResourceConfig,
+        path: &str,
+        p: &mut Vec<Problem>,
+    ) {
+        let Some(rest) = &r.rest else { return };
+        if s.kind != SourceKind::Rest {
+            problem(
+                p,
+                format!("{path}.rest"),
+                format!(
+                    "rest settings on resource {:?} of a source of kind {:?}",
+                    r.name,
+                    s.kind.as_str()
+                ),
+            );
+        }
+        validate_rest(r, rest, &format!("{path}.rest"), p);
+    }
+
+    fn validate_resource(
+        &self,
+        _source: &SourceConfig,
+        r: &ResourceConfig,
+        path: &str,
+        p: &mut Vec<Problem>,
+    ) {
+        if r.rest.is_none() {
+            problem(
+                p,
+                format!("{path}.rest"),
+                format!("resource {:?} of a rest source needs rest.url", r.name),
+            );
+        }
+    }
+}
+
+impl Vendor for Rest {
+    fn build(
+        &self,
+        config: &SourceConfig,
+        ctx: &SourceContext,
+    ) -> Result<Arc<dyn Source>, BuildError> {
+        Ok(Arc::new(RestSource::new(config, ctx)?))
+    }
+
+    fn import_hints(&self) -> Option<&'static ImportHints> {
+        Some(&IMPORT)
+    }
+}
+
+/// Checks a resource's `rest` table at `path`: the URL template compiles, the records and
+/// next-URL pointers are JSON pointers, paging parameters are query parameter names.
+fn validate_rest(r: &ResourceConfig, rest: &RestResourceConfig, path: &str, p: &mut Vec<Problem>) {
+    let zone = r
+        .dates
+        .updated_timezone
+        .as_deref()
+        .and_then(|z| Zone::parse(z).ok())
+        .unwrap_or_default();
+    if rest.url.trim().is_empty() {
+        problem(p, format!("{path}.url"), "empty url template");
+    } else if let Err(e) = UrlTemplate::compile(&rest.url, &zone) {
+        problem(
+            p,
+            format!("{path}.url"),
+            format!("resource {:?}: {e}", r.name),
+        );
+    }
+    let pointer = |p: &mut Vec<Problem>, key: &str, value: &str, empty_ok: bool| {
+        if (value.is_empty() && !empty_ok) || (!value.is_empty() && !value.starts_with('/')) {
+            problem(
+                p,
+                format!("{path}.{key}"),
+                format!("{value:?} is not a JSON pointer (e.g. \"/data\")"),
+            );
+        }
+    };
+    pointer(p, "records", &rest.records, true);
+    let mut param = |key: &str, value: &str| {
+        if value.trim().is_empty() || value.contains(['&', '=', '#', ' ']) {
+            problem(
+                p,
+                format!("{path}.paging.{key}"),
+                format!("{value:?} is not a query parameter name"),
+            );
+        }
+    };
+    match &rest.paging {
+        RestPaging::Offset {
+            offset_param,
+            limit_param,
+        } => {
+            param("offset_param", offset_param);
+            param("limit_param", limit_param);
+        }
+        RestPaging::Page {
+            page_param,
+            size_param,
+            ..
+        } => {
+            param("page_param", page_param);
+            param("size_param", size_param);
+        }
+        RestPaging::NextUrl { pointer: next } => pointer(p, "paging.pointer", next, false),
+        RestPaging::None | RestPaging::LinkHeader => {}
+    }
+}
 
 /// A generic REST API.
 pub struct RestSource {
@@ -76,7 +224,7 @@ impl RestSource {
             source_name: config.name.clone(),
             message,
         };
-        let (base, http) = super::vendor_client(config, ctx, "/oauth/token")?;
+        let (base, http) = super::vendor_client(config, ctx)?;
         let mut resources = HashMap::new();
         for r in &config.resources {
             let rest = r

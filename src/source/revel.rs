@@ -20,6 +20,9 @@
 //! - Deletes: reconciliation only; ids are listed keyset-wise (`order_by={id}&{id}__gt=<last>`),
 //!   so a delete during the listing cannot hide another record.
 //! - Errors: any status with a JSON or text body; 429/5xx are retried by the HTTP layer.
+//! - Configuration: [`DEFAULTS`] (`id`, `updated_date`/`created_date` as
+//!   `yyyy-MM-dd'T'HH:mm:ss.SSSSSS`, 1000 per page); resource names are Revel resources
+//!   (`TimeSheetEntry`) or paths under the base URL (`enterprise/Establishment`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,15 +32,81 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use url::Url;
 
-use super::{
-    get_records, BuildError, IdPage, JsonPage, Page, Resource, Source, SourceContext, SourceError,
+use super::vendor::{get_records, is_plain_resource_name, ImportHints, JsonPage, Vendor};
+use super::{BuildError, IdPage, Page, Resource, Source, SourceContext, SourceError};
+use crate::config::{
+    problem, Problem, ResourceConfig, SourceConfig, SourceKind, VendorDefaults, VendorRules,
 };
-use crate::config::SourceConfig;
 use crate::formats::datefmt::{JavaDateFormat, Zone};
 use crate::http::HttpClient;
 
 /// How `{updated}__gte` values are written: Revel's own date format.
 pub const FILTER_FORMAT: &str = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS";
+
+/// What pollbus assumes of a Revel source.
+pub const DEFAULTS: VendorDefaults = VendorDefaults {
+    kind: SourceKind::Revel,
+    name: "revel",
+    id_field: "id",
+    updated_field: "updated_date",
+    created_field: "created_date",
+    date_format: Some(FILTER_FORMAT),
+    page_size: 1000,
+    class_field: None,
+    delete_audit: false,
+    http: true,
+    token_path: "/oauth/token",
+};
+
+/// The Cloud Elements `revel` element.
+const IMPORT: ImportHints = ImportHints {
+    elements: &["revel"],
+    source_system: "Revel",
+    hubs: &[
+        ("/hubs/employee/employees", "Employee"),
+        ("/hubs/employee/timesheets", "TimeSheetEntry"),
+    ],
+    filter: None,
+};
+
+/// The Revel vendor (`kind = "revel"`).
+pub struct Revel;
+
+impl VendorRules for Revel {
+    fn defaults(&self) -> &'static VendorDefaults {
+        &DEFAULTS
+    }
+
+    fn validate_resource(
+        &self,
+        _source: &SourceConfig,
+        r: &ResourceConfig,
+        path: &str,
+        p: &mut Vec<Problem>,
+    ) {
+        if !is_plain_resource_name(&r.name, '/') {
+            problem(
+                p,
+                format!("{path}.name"),
+                format!("{:?} is not a Revel resource name such as TimeSheetEntry or enterprise/Establishment", r.name),
+            );
+        }
+    }
+}
+
+impl Vendor for Revel {
+    fn build(
+        &self,
+        config: &SourceConfig,
+        ctx: &SourceContext,
+    ) -> Result<Arc<dyn Source>, BuildError> {
+        Ok(Arc::new(RevelSource::new(config, ctx)?))
+    }
+
+    fn import_hints(&self) -> Option<&'static ImportHints> {
+        Some(&IMPORT)
+    }
+}
 
 /// A Revel establishment (one subdomain).
 pub struct RevelSource {
@@ -123,7 +192,7 @@ use crate::record::id_text;
 impl RevelSource {
     /// Builds the source from its configuration.
     pub fn new(config: &SourceConfig, ctx: &SourceContext) -> Result<Self, BuildError> {
-        let (base, http) = super::vendor_client(config, ctx, "/oauth/token")?;
+        let (base, http) = super::vendor_client(config, ctx)?;
         Ok(RevelSource {
             base,
             http: Arc::new(http),

@@ -18,6 +18,10 @@
 //! - Parent/child: `customer_contact` extends `sys_user`, `customer_account` extends
 //!   `core_company` (plus configured pairs). When both are polled, a record whose
 //!   `sys_class_name` belongs to the configured child is left to the child's resource.
+//! - Configuration: [`DEFAULTS`] (`sys_id`, `sys_updated_on`/`sys_created_on` in
+//!   `yyyy-MM-dd HH:mm:ss` UTC, 1000 per page, delete audit); table and field names are checked
+//!   strictly (ServiceNow ignores invalid query parts and would return every record);
+//!   `[sources.servicenow]` settings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +31,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use url::Url;
 
+use super::vendor::{misplaced_settings, records_of, vendor_error, ImportHints, Vendor};
 use super::{BuildError, DeletePage, IdPage, Page, Resource, Source, SourceContext, SourceError};
-use crate::config::{DisplayValue, ServiceNowConfig, SourceConfig};
+use crate::config::{
+    problem, DisplayValue, Problem, ResourceConfig, ServiceNowConfig, SourceConfig, SourceKind,
+    VendorDefaults, VendorRules,
+};
 use crate::http::{HttpClient, HttpError};
 
 /// Default table hierarchy (child → parent).
@@ -39,6 +47,134 @@ pub const DEFAULT_HIERARCHY: &[(&str, &str)] = &[
 
 /// The ServiceNow date format, UTC when display values are off.
 pub const DATE_FORMAT: &str = "yyyy-MM-dd HH:mm:ss";
+
+/// The field naming a record's class (its most specific table).
+pub const CLASS_FIELD: &str = "sys_class_name";
+
+/// What pollbus assumes of a ServiceNow source.
+pub const DEFAULTS: VendorDefaults = VendorDefaults {
+    kind: SourceKind::Servicenow,
+    name: "servicenow",
+    id_field: "sys_id",
+    updated_field: "sys_updated_on",
+    created_field: "sys_created_on",
+    date_format: Some(DATE_FORMAT),
+    page_size: 1000,
+    class_field: Some(CLASS_FIELD),
+    delete_audit: true,
+    http: true,
+    token_path: "/oauth_token.do",
+};
+
+/// The Cloud Elements hub resources the importer maps to ServiceNow tables.
+const HUBS: &[(&str, &str)] = &[
+    ("/hubs/helpdesk/accounts", "core_company"),
+    ("/hubs/helpdesk/contacts", "sys_user"),
+    ("/hubs/helpdesk/incidents", "incident"),
+    ("/hubs/helpdesk/agents", "sys_user"),
+];
+
+/// The Cloud Elements elements `servicenowoauth` (OAuth 2.0) and `servicenow` (basic auth).
+const IMPORT: ImportHints = ImportHints {
+    elements: &["servicenowoauth", "servicenow"],
+    source_system: "ServiceNow",
+    hubs: HUBS,
+    filter: None,
+};
+
+/// The ServiceNow vendor (`kind = "servicenow"`).
+pub struct ServiceNow;
+
+impl VendorRules for ServiceNow {
+    fn defaults(&self) -> &'static VendorDefaults {
+        &DEFAULTS
+    }
+
+    fn check_settings(&self, s: &SourceConfig, path: &str, p: &mut Vec<Problem>) {
+        let Some(sn) = &s.servicenow else { return };
+        misplaced_settings(&DEFAULTS, s, path, p);
+        if sn.display_value == DisplayValue::True {
+            problem(
+                p,
+                format!("{path}.servicenow.display_value"),
+                "\"true\" turns dates into the user's display zone and format; use \"false\" or \"all\"",
+            );
+        }
+        for (child, parent) in &sn.hierarchy {
+            for (what, table) in [("child", child), ("parent", parent)] {
+                if !is_servicenow_name(table) {
+                    problem(
+                        p,
+                        format!("{path}.servicenow.hierarchy.{child}"),
+                        format!("{what} table {table:?} is not a ServiceNow name ([A-Za-z0-9_.]+)"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn validate_resource(
+        &self,
+        _source: &SourceConfig,
+        r: &ResourceConfig,
+        path: &str,
+        p: &mut Vec<Problem>,
+    ) {
+        if r.name.trim().is_empty() {
+            return; // reported as an empty resource name
+        }
+        let mut check = |key: String, name: &str| {
+            if !name.is_empty() && !is_servicenow_name(name) {
+                problem(p, key, format!("{name:?} is not a ServiceNow name ([A-Za-z0-9_.]+); ServiceNow would ignore it and return every record"));
+            }
+        };
+        check(format!("{path}.name"), &r.name);
+        if let Some(id) = &r.id_field {
+            check(format!("{path}.id_field"), id);
+        }
+        for (name, vendor) in &r.fields {
+            check(format!("{path}.fields.{name}"), vendor);
+        }
+        if let Some(field) = r.on_behalf_of.as_ref().and_then(|o| o.field.as_ref()) {
+            check(format!("{path}.on_behalf_of.field"), field);
+        }
+        for (key, field) in [
+            ("updated_field", &r.dates.updated_field),
+            ("created_field", &r.dates.created_field),
+        ] {
+            if let Some(field) = field {
+                check(format!("{path}.dates.{key}"), field);
+            }
+        }
+    }
+}
+
+impl Vendor for ServiceNow {
+    fn build(
+        &self,
+        config: &SourceConfig,
+        ctx: &SourceContext,
+    ) -> Result<Arc<dyn Source>, BuildError> {
+        Ok(Arc::new(ServiceNowSource::new(config, ctx)?))
+    }
+
+    fn skip_classes(&self, config: &SourceConfig, table: &str) -> Vec<String> {
+        delegated_classes(config, table)
+    }
+
+    fn import_hints(&self) -> Option<&'static ImportHints> {
+        Some(&IMPORT)
+    }
+}
+
+/// ServiceNow silently ignores invalid query parts and would return every record, so table and
+/// field names are checked strictly.
+fn is_servicenow_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
 
 /// A ServiceNow instance.
 pub struct ServiceNowSource {
@@ -123,7 +259,7 @@ fn sn_date(t: DateTime<Utc>) -> String {
 impl ServiceNowSource {
     /// Builds the source from its configuration.
     pub fn new(config: &SourceConfig, ctx: &SourceContext) -> Result<Self, BuildError> {
-        let (base, http) = super::vendor_client(config, ctx, "/oauth_token.do")?;
+        let (base, http) = super::vendor_client(config, ctx)?;
         Ok(ServiceNowSource {
             base,
             options: config.servicenow.clone().unwrap_or_default(),
@@ -165,7 +301,7 @@ impl ServiceNowSource {
         if let Some(path) = resource.detector.on_behalf_of_path() {
             fields.push(path.as_str());
         }
-        fields.push("sys_class_name");
+        fields.push(CLASS_FIELD);
         let mut unique: Vec<&str> = Vec::new();
         for f in fields {
             if !unique.contains(&f) {
@@ -205,25 +341,15 @@ impl ServiceNowSource {
             }
             Err(e) => return Err(vendor_error(resource, e)),
         };
-        let body = response
-            .json(&format!("GET {url}"))
-            .map_err(|e| vendor_error(resource, e))?;
-        let result = match body {
-            Value::Object(mut map) => map.remove("result"),
-            _ => None,
-        };
-        let records: Vec<Value> = match result {
-            Some(Value::Array(items)) => items.into_iter().map(normalize).collect(),
-            _ => {
-                return Err(vendor_error(
-                    resource,
-                    HttpError::BadBody {
-                        request: format!("GET {url}"),
-                        reason: "expected a JSON object with a \"result\" array".into(),
-                    },
-                ))
-            }
-        };
+        let page = records_of(
+            response,
+            resource,
+            &url,
+            "/result",
+            "expected a JSON object with a \"result\" array",
+        )?;
+        let (response, records) = (page.response, page.records);
+        let records: Vec<Value> = records.into_iter().map(normalize).collect();
         let limit: usize = params
             .iter()
             .find(|(k, _)| *k == "sysparm_limit")
@@ -255,20 +381,6 @@ fn more_pages(headers: &reqwest::header::HeaderMap, records: &[Value], limit: us
     match headers.get("link").and_then(|v| v.to_str().ok()) {
         Some(link) => link.contains("rel=\"next\""),
         None => records.len() >= limit,
-    }
-}
-
-/// Maps an HTTP error to a source error, keeping authentication failures apart.
-pub fn vendor_error(resource: &Resource, e: HttpError) -> SourceError {
-    match e {
-        HttpError::Auth(a) => SourceError::Auth {
-            resource: resource.key(),
-            message: a.to_string(),
-        },
-        other => SourceError::Vendor {
-            resource: resource.key(),
-            message: other.to_string(),
-        },
     }
 }
 
