@@ -232,4 +232,36 @@ mod tests {
             assert_eq!(registered[0].defaults().name, name);
         }
     }
+
+    /// A vendor's settings table is checked by its vendor wherever it is set: on a source of
+    /// another kind it is named as misplaced and its values are still checked.
+    #[test]
+    fn vendors_check_their_settings_on_any_source() {
+        let text = r#"
+[[sources]]
+name = "sn"
+kind = "servicenow"
+base_url = "https://x.service-now.com"
+source_system = "SN"
+demo = { records = 0 }
+  [[sources.resources]]
+  name = "incident"
+  entity = "incident"
+  fields = { A = "a" }
+  rest = { url = "", paging = { kind = "next-url", pointer = "next" } }
+"#;
+        let err = crate::config::Config::parse(text, "t").unwrap_err();
+        let mut lines: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "sources[0].demo.records: 0 is outside 1..=1000000",
+                "sources[0].demo: demo settings on a source of kind \"servicenow\"",
+                "sources[0].resources[0].rest.paging.pointer: \"next\" is not a JSON pointer (e.g. \"/data\")",
+                "sources[0].resources[0].rest.url: empty url template",
+                "sources[0].resources[0].rest: rest settings on resource \"incident\" of a source of kind \"servicenow\"",
+            ]
+        );
+    }
 }
