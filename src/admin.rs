@@ -1,9 +1,11 @@
 //! The admin HTTP server (`admin.listen`, default `0.0.0.0:9464`): `/live` (200 while the
-//! process runs; checks nothing external), `/ready` (503 until the store is migrated and the
-//! sink connected, and while shutting down), `/metrics` (Prometheus text).
+//! process does its work; checks nothing external — 503 once the outbox publisher or every
+//! resource task keeps dying, so the orchestrator restarts the process), `/ready` (503 until the
+//! store is migrated and the sink connected, and while shutting down), `/metrics` (Prometheus
+//! text).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -15,12 +17,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
-/// Readiness latches; ready when the store and sink are up and no stop has begun.
+/// Readiness latches (ready when the store and sink are up and no stop has begun) and the
+/// liveness of the tasks doing the work.
 #[derive(Debug, Default)]
 pub struct Readiness {
     store: AtomicBool,
     sink: AtomicBool,
     stopping: AtomicBool,
+    publisher_dead: AtomicBool,
+    poll_tasks: AtomicUsize,
+    dead_poll_tasks: AtomicUsize,
 }
 
 impl Readiness {
@@ -35,6 +41,33 @@ impl Readiness {
     /// A stop has begun: readiness is withdrawn for good.
     pub fn stopping(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+    }
+    /// The outbox publisher keeps dying (`true`) or runs again (`false`).
+    pub fn publisher_dead(&self, dead: bool) {
+        self.publisher_dead.store(dead, Ordering::SeqCst);
+    }
+    /// A resource task started.
+    pub fn poll_task_started(&self) {
+        self.poll_tasks.fetch_add(1, Ordering::SeqCst);
+    }
+    /// A resource task keeps dying (`true`) or polls again (`false`); call on changes only.
+    pub fn poll_task_dead(&self, dead: bool) {
+        if dead {
+            self.dead_poll_tasks.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.dead_poll_tasks.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    /// Why the process is not alive (the publisher or every resource task keeps dying), if so.
+    pub fn death(&self) -> Option<&'static str> {
+        let tasks = self.poll_tasks.load(Ordering::SeqCst);
+        if self.publisher_dead.load(Ordering::SeqCst) {
+            Some("the outbox publisher keeps dying")
+        } else if tasks > 0 && self.dead_poll_tasks.load(Ordering::SeqCst) >= tasks {
+            Some("every resource task keeps dying")
+        } else {
+            None
+        }
     }
     /// What keeps the process from being ready, if anything.
     pub fn blocker(&self) -> Option<&'static str> {
@@ -56,8 +89,14 @@ struct AdminState {
     ready: Arc<Readiness>,
 }
 
-async fn live() -> &'static str {
-    "live\n"
+async fn live(State(s): State<AdminState>) -> impl IntoResponse {
+    match s.ready.death() {
+        None => (StatusCode::OK, "live\n".to_string()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not live: {why}\n"),
+        ),
+    }
 }
 
 async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
@@ -118,5 +157,28 @@ impl AdminServer {
         if let Err(e) = result {
             tracing::error!(error = %e, "admin server stopped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_when_the_publisher_or_every_poll_task_keeps_dying() {
+        let r = Readiness::default();
+        assert_eq!(r.death(), None);
+        r.poll_task_started();
+        r.poll_task_started();
+        r.poll_task_dead(true);
+        assert_eq!(r.death(), None, "one of two resource tasks still works");
+        r.poll_task_dead(true);
+        assert_eq!(r.death(), Some("every resource task keeps dying"));
+        r.poll_task_dead(false);
+        assert_eq!(r.death(), None);
+        r.publisher_dead(true);
+        assert_eq!(r.death(), Some("the outbox publisher keeps dying"));
+        r.publisher_dead(false);
+        assert_eq!(r.death(), None);
     }
 }

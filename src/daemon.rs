@@ -9,11 +9,24 @@
 //! Leases: a resource task polls only while this replica holds the resource's lease (see
 //! [`crate::store::lease`]), and writes every page under that lease's fence, so a replica that
 //! lost it (paused, partitioned) cannot write. With SQLite this replica holds every lease.
+//!
+//! No task dies silently. A poll that panics is caught: logged at ERROR with its source and
+//! resource, counted in `pollbus_task_restarts_total{task="poll"}`, and tried again after a
+//! capped exponential backoff (not the interval); after [`DEAD_AFTER`] panics in a row the
+//! resource task counts as dead and gives up its lease for a `lease_ttl`, so another replica
+//! can try, until a poll completes again. The publisher and the lease keeper run supervised:
+//! a panic or an unexpected end is logged, counted (`task="publisher"`, `task="leases"`) and
+//! restarted with backoff; a publisher that dies [`DEAD_AFTER`] times in a row without running
+//! a minute counts as dead. `/live` fails while the publisher or every resource task is dead,
+//! so the orchestrator restarts the process.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::FutureExt;
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -72,6 +85,86 @@ pub struct App {
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    admin_addr: OnceLock<std::net::SocketAddr>,
+}
+
+/// Panics in a row after which a task counts as dead (`/live` may fail, a resource task gives
+/// up its lease for a while).
+pub const DEAD_AFTER: u32 = 3;
+
+/// The restart backoff of a task: from `min` (at most 1 s) up to 5 minutes, with jitter.
+fn restart_backoff(min: Duration) -> impl Iterator<Item = Duration> + Send {
+    ExponentialBuilder::default()
+        .with_min_delay(min.min(Duration::from_secs(1)))
+        .with_max_delay(Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// A panic's message, for the log.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs the task `make` builds in its own tokio task until `stop`; a panic or an end before
+/// `stop` is logged at ERROR, counted in `pollbus_task_restarts_total{task}`, and the task
+/// starts again after a backoff. `dead` is told when it died [`DEAD_AFTER`] times in a row
+/// without running a minute (`true`), and when a restart has run a minute again (`false`).
+async fn supervise<F, Fut>(
+    task: &'static str,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+    dead: impl Fn(bool) + Send + 'static,
+    make: F,
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+    let mut backoff = restart_backoff(Duration::from_secs(1));
+    let mut deaths = 0u32;
+    loop {
+        // Aborted when the supervisor is dropped (a stop that outlived the grace period).
+        let mut handle = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(make()));
+        let started = tokio::time::Instant::now();
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut handle => break outcome,
+                _ = tokio::time::sleep_until(started + HEALTHY_AFTER), if deaths > 0 => {
+                    if deaths >= DEAD_AFTER {
+                        tracing::info!(task, "the task runs again after dying");
+                        dead(false);
+                    }
+                    deaths = 0;
+                    backoff = restart_backoff(Duration::from_secs(1));
+                }
+            }
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        let reason = match outcome {
+            Ok(()) => "it ended before the stop".to_string(),
+            Err(e) if e.is_panic() => format!("panic: {}", panic_text(&*e.into_panic())),
+            Err(e) => e.to_string(),
+        };
+        deaths += 1;
+        metrics.task_restarts.with_label_values(&[task]).inc();
+        let wait = backoff.next().unwrap_or(Duration::from_secs(300));
+        tracing::error!(task, %reason, deaths, restart_in_ms = wait.as_millis() as u64, "task died; restarting it");
+        if deaths == DEAD_AFTER {
+            dead(true);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
 }
 
 impl App {
@@ -160,6 +253,7 @@ impl App {
             wake,
             metrics,
             ready: Arc::new(Readiness::default()),
+            admin_addr: OnceLock::new(),
         })
     }
 
@@ -180,6 +274,11 @@ impl App {
             self.config.outbox.clone(),
         )
         .with_metrics(self.metrics.clone())
+    }
+
+    /// The admin server's address, once [`App::run`] has bound it.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin_addr.get().copied()
     }
 
     /// The metrics registry.
@@ -291,6 +390,7 @@ impl App {
                 .local_addr()
                 .map_err(|e| StartError::Admin(e.to_string()))?;
             tracing::info!(%addr, "admin server: /live /ready /metrics");
+            let _ = self.admin_addr.set(addr);
             tokio::spawn(server.serve(admin_stop.clone()));
         }
         self.ready.store_ready();
@@ -323,25 +423,70 @@ impl App {
         let lease_task = {
             let leases = self.leases.clone();
             let stop = leases_stop.clone();
-            tokio::spawn(async move { leases.run(stop).await })
+            tokio::spawn(supervise(
+                "leases",
+                stop.clone(),
+                self.metrics.clone(),
+                |_| {},
+                move || {
+                    let leases = leases.clone();
+                    let stop = stop.clone();
+                    async move { leases.run(stop).await }
+                },
+            ))
         };
         for (poller, fenced) in self.pollers.iter().zip(&self.fenced) {
             let poller = poller.clone();
             let lease = LeaseSlot {
                 fenced: fenced.clone(),
                 leases: self.leases.clone(),
+                hold_back: self.config.cluster.lease_ttl,
             };
             let stop = polls_stop.clone();
             let interval = poller_interval(&self.config, &poller);
             let metrics = self.metrics.clone();
-            tasks.spawn(async move { resource_loop(poller, lease, interval, stop, metrics).await });
+            let ready = self.ready.clone();
+            ready.poll_task_started();
+            tasks.spawn(supervise(
+                "poll",
+                stop.clone(),
+                metrics.clone(),
+                |_| {},
+                move || {
+                    let lease = LeaseSlot {
+                        fenced: lease.fenced.clone(),
+                        leases: lease.leases.clone(),
+                        hold_back: lease.hold_back,
+                    };
+                    resource_loop(
+                        poller.clone(),
+                        lease,
+                        interval,
+                        stop.clone(),
+                        metrics.clone(),
+                        ready.clone(),
+                    )
+                },
+            ));
         }
         let publisher = Arc::new(self.publisher());
         let publisher_task = {
             let publisher = publisher.clone();
             let wake = self.wake.clone();
             let stop = publisher_stop.clone();
-            tokio::spawn(async move { publisher.run(wake, stop).await })
+            let ready = self.ready.clone();
+            tokio::spawn(supervise(
+                "publisher",
+                stop.clone(),
+                self.metrics.clone(),
+                move |dead| ready.publisher_dead(dead),
+                move || {
+                    let publisher = publisher.clone();
+                    let wake = wake.clone();
+                    let stop = stop.clone();
+                    async move { publisher.run(wake, stop).await }
+                },
+            ))
         };
         tracing::info!(
             resources = self.pollers.len(),
@@ -411,7 +556,13 @@ async fn poll_logged(
         let result = poller.poll(&trace, stop).await;
         let (source, resource) = (&poller.resource.source, &poller.resource.name);
         match &result {
-            Ok(r) => metrics.poll(source, resource, &r.into(), started.elapsed().as_secs_f64()),
+            Ok(r) => {
+                metrics.poll(source, resource, &r.into(), started.elapsed().as_secs_f64());
+                metrics
+                    .last_success
+                    .with_label_values(&[source, resource])
+                    .set(poller.clock.now().timestamp());
+            }
             Err(_) => metrics.poll_failed(source, resource, started.elapsed().as_secs_f64()),
         }
         let key = ResourceKey::new(source, resource);
@@ -449,19 +600,26 @@ async fn poll_logged(
 struct LeaseSlot {
     fenced: Arc<FencedStore>,
     leases: Arc<LeaseKeeper>,
+    /// How long a resource task that keeps dying gives its lease up.
+    hold_back: Duration,
 }
 
 /// Polls while this replica holds the resource's lease (under that lease's fence); otherwise
-/// waits until the lease keeper gains it.
+/// waits until the lease keeper gains it. A poll that panics is logged, counted and tried
+/// again after a backoff; after [`DEAD_AFTER`] in a row the task counts as dead and gives up its
+/// lease for a while (until a poll completes again).
 async fn resource_loop(
     poller: Arc<Poller>,
     lease: LeaseSlot,
     (interval, jitter): (Duration, Duration),
     stop: CancellationToken,
     metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
 ) {
     let key = ResourceKey::new(&poller.resource.source, &poller.resource.name);
     let mut held = lease.leases.subscribe();
+    let mut panics = 0u32;
+    let mut backoff = restart_backoff(interval);
     loop {
         let fence = held.borrow_and_update().get(&key).cloned();
         let Some(fence) = fence else {
@@ -472,16 +630,59 @@ async fn resource_loop(
             continue;
         };
         lease.fenced.set_fence(Some(fence));
-        let _ = poll_logged(&poller, &stop, &metrics).await;
+        let outcome = AssertUnwindSafe(poll_logged(&poller, &stop, &metrics))
+            .catch_unwind()
+            .await;
         lease.fenced.set_fence(None);
-        let extra = if jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            rand::rng().random_range(Duration::ZERO..jitter)
+        let wait = match outcome {
+            Ok(_) => {
+                if panics >= DEAD_AFTER {
+                    tracing::info!(source = %key.source, resource = %key.resource, "the resource task polls again after dying");
+                    ready.poll_task_dead(false);
+                }
+                panics = 0;
+                backoff = restart_backoff(interval);
+                let extra = if jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    rand::rng().random_range(Duration::ZERO..jitter)
+                };
+                interval + extra
+            }
+            Err(payload) => {
+                panics += 1;
+                metrics.task_restarts.with_label_values(&["poll"]).inc();
+                metrics
+                    .polls
+                    .with_label_values(&[&key.source, &key.resource, "panic"])
+                    .inc();
+                let wait = backoff.next().unwrap_or(interval);
+                tracing::error!(
+                    source = %key.source,
+                    resource = %key.resource,
+                    panic = %panic_text(&*payload),
+                    panics_in_a_row = panics,
+                    restart_in_ms = wait.as_millis() as u64,
+                    "poll task panicked; polling again from the committed cursor"
+                );
+                if panics == DEAD_AFTER {
+                    ready.poll_task_dead(true);
+                }
+                if panics >= DEAD_AFTER {
+                    tracing::error!(
+                        source = %key.source,
+                        resource = %key.resource,
+                        hold_back_s = lease.hold_back.as_secs(),
+                        "the resource task keeps dying; giving up its lease so another replica can try"
+                    );
+                    lease.leases.hold_back(&key, lease.hold_back).await;
+                }
+                wait
+            }
         };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval + extra) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

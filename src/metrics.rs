@@ -30,7 +30,7 @@ pub struct PollCounts {
 /// Every metric pollbus exports.
 pub struct Metrics {
     registry: Registry,
-    /// Polls by outcome (`ok`, `error`, `paused`).
+    /// Polls by outcome (`ok`, `error`, `paused`, `panic`).
     pub polls: IntCounterVec,
     /// Records received from vendors.
     pub records: IntCounterVec,
@@ -64,6 +64,11 @@ pub struct Metrics {
     pub publish_duration: Histogram,
     /// 1 while running.
     pub up: IntGauge,
+    /// Tasks restarted after a panic or an unexpected end, by task (`poll`, `publisher`,
+    /// `leases`).
+    pub task_restarts: IntCounterVec,
+    /// Unix time of the resource's last successful poll.
+    pub last_success: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -82,7 +87,7 @@ impl Metrics {
         let polls = counter(
             &registry,
             "pollbus_polls_total",
-            "Polls by outcome.",
+            "Polls by outcome (ok, error, paused, panic).",
             &["source", "resource", "outcome"],
         );
         let records = counter(
@@ -199,6 +204,23 @@ impl Metrics {
             .register(Box::new(up.clone()))
             .expect("unique metric");
         up.set(1);
+        let task_restarts = counter(
+            &registry,
+            "pollbus_task_restarts_total",
+            "Tasks restarted after a panic or an unexpected end (poll, publisher, leases).",
+            &["task"],
+        );
+        let last_success = IntGaugeVec::new(
+            Opts::new(
+                "pollbus_last_success_timestamp_seconds",
+                "Unix time of the resource's last successful poll.",
+            ),
+            sr,
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_success.clone()))
+            .expect("unique metric");
         Metrics {
             registry,
             polls,
@@ -218,6 +240,8 @@ impl Metrics {
             token_refreshes,
             publish_duration,
             up,
+            task_restarts,
+            last_success,
         }
     }
 

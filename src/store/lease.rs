@@ -23,6 +23,8 @@ pub struct LeaseKeeper {
     keys: Vec<ResourceKey>,
     ttl: Duration,
     held: watch::Sender<Held>,
+    /// Resources this replica gives up until the instant (their task keeps dying here).
+    held_back: std::sync::Mutex<HashMap<ResourceKey, Instant>>,
 }
 
 impl LeaseKeeper {
@@ -39,6 +41,7 @@ impl LeaseKeeper {
             keys,
             ttl,
             held: watch::Sender::new(Held::new()),
+            held_back: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -64,9 +67,10 @@ impl LeaseKeeper {
 
     /// Renews, balances and takes over once; publishes what is held.
     pub async fn tick(&self) -> Result<LeaseGrant, StoreError> {
+        let keys = self.wanted();
         let grant = self
             .store
-            .acquire_leases(&self.replica, &self.keys, self.ttl)
+            .acquire_leases(&self.replica, &keys, self.ttl)
             .await?;
         let now: Held = grant
             .held
@@ -135,6 +139,34 @@ impl LeaseKeeper {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// The keys this replica wants now: all but those held back.
+    fn wanted(&self) -> Vec<ResourceKey> {
+        let mut back = self.held_back.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        back.retain(|_, until| *until > now);
+        self.keys
+            .iter()
+            .filter(|k| !back.contains_key(*k))
+            .cloned()
+            .collect()
+    }
+
+    /// Gives up `key`'s lease and does not take it again for `period`, so another replica can
+    /// try the resource (its task keeps dying here).
+    pub async fn hold_back(&self, key: &ResourceKey, period: Duration) {
+        let until = Instant::now() + period;
+        self.held_back
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), until);
+        self.held
+            .send_if_modified(|held| held.remove(key).is_some());
+        let keys = [key.clone()];
+        if let Err(e) = self.store.release_leases(&self.replica, Some(&keys)).await {
+            tracing::warn!(replica = %self.replica, resource = %key, error = %e, "cannot release the lease; it expires by itself");
         }
     }
 
