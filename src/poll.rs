@@ -229,11 +229,8 @@ impl Poller {
     ) -> Result<(), PollError> {
         let baseline =
             !state.baseline_done && self.resource.config.initial == InitialMode::Baseline;
-        let overlap = chrono::Duration::from_std(self.resource.overlap).unwrap_or_default();
-        let since = state
-            .cursor
-            .map(|c| c - overlap)
-            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+        let horizon = self.horizon();
+        let since = self.since(state.cursor.map(|c| c.min(horizon)));
         let ordered = self.source.ordered();
         let mut pending_cursor = state.cursor;
         let mut token: Option<String> = None;
@@ -247,7 +244,7 @@ impl Poller {
             report.records += page.records.len() as u64;
             let records = self.read_records(page.records, report);
             if let Some(max) = records.iter().map(|r| r.updated).max() {
-                pending_cursor = pending_cursor.max(Some(max));
+                pending_cursor = pending_cursor.max(Some(self.clamp_future(max, horizon)));
             }
             let last = page.next.is_none();
             let mut commit = self.detect(key, records, baseline, trace, report).await?;
@@ -268,6 +265,38 @@ impl Poller {
             }
             token = page.next;
         }
+    }
+
+    /// The latest instant a cursor may reach: now plus `max_clock_skew` (checked).
+    fn horizon(&self) -> DateTime<Utc> {
+        let now = self.clock.now();
+        chrono::Duration::from_std(self.resource.max_clock_skew)
+            .ok()
+            .and_then(|skew| now.checked_add_signed(skew))
+            .unwrap_or(now)
+    }
+
+    /// Where a listing starts: the cursor minus the overlap (checked), or the beginning.
+    fn since(&self, cursor: Option<DateTime<Utc>>) -> DateTime<Utc> {
+        let overlap = chrono::Duration::from_std(self.resource.overlap).unwrap_or_default();
+        cursor
+            .map(|c| c.checked_sub_signed(overlap).unwrap_or(c))
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+    }
+
+    /// A vendor date as a cursor candidate: one past the horizon stops there, with a warning
+    /// (a far-future date would otherwise put every later change behind the cursor).
+    fn clamp_future(&self, at: DateTime<Utc>, horizon: DateTime<Utc>) -> DateTime<Utc> {
+        if at <= horizon {
+            return at;
+        }
+        tracing::warn!(
+            resource = %self.resource.key(),
+            date = %at.to_rfc3339(),
+            horizon = %horizon.to_rfc3339(),
+            "a vendor date lies beyond now + max_clock_skew; the cursor stops at now + max_clock_skew"
+        );
+        horizon
     }
 
     /// Reads raw records; unreadable ones and those delegated to a child resource are dropped.
@@ -354,11 +383,8 @@ impl Poller {
         trace: &TraceContext,
         report: &mut PollReport,
     ) -> Result<(), PollError> {
-        let overlap = chrono::Duration::from_std(self.resource.overlap).unwrap_or_default();
-        let since = state
-            .audit_cursor
-            .map(|c| c - overlap)
-            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+        let horizon = self.horizon();
+        let since = self.since(state.audit_cursor.map(|c| c.min(horizon)));
         let mut token: Option<String> = None;
         loop {
             let page = self
@@ -367,7 +393,9 @@ impl Poller {
                 .await?;
             report.requests += 1;
             if let Some(max) = page.deletes.iter().map(|(_, at)| *at).max() {
-                state.audit_cursor = state.audit_cursor.max(Some(max));
+                state.audit_cursor = state
+                    .audit_cursor
+                    .max(Some(self.clamp_future(max, horizon)));
             }
             let ids: Vec<String> = page.deletes.iter().map(|(id, _)| id.clone()).collect();
             let known = self.store.snapshots(key, &ids).await?;

@@ -11,7 +11,10 @@ use pollbus_testkit::{param, t, Harness};
 
 const REPORTS: &str = "reports";
 
-fn config(login: &str, page_size: u32) -> String {
+fn config(sim: &ConcurSim, page_size: u32) -> String {
+    // The simulator's geolocation is the login host on another port (plain http): allowed
+    // explicitly, as anything outside `*.concursolutions.com` must be.
+    let (login, geo) = (sim.login_url(), sim.geo_url());
     format!(
         r#"
 [[sources]]
@@ -22,6 +25,7 @@ source_system = "Concur"
 overlap = "60s"
 page_size = {page_size}
 max_attempts = 3
+concur = {{ allowed_hosts = ["{geo}"] }}
 auth = {{ kind = "oauth2", client_id = "{}", client_secret = "{}", refresh_token = "refresh-0" }}
   [[sources.resources]]
   name = "reports"
@@ -35,11 +39,7 @@ auth = {{ kind = "oauth2", client_id = "{}", client_secret = "{}", refresh_token
 }
 
 async fn harness(sim: &ConcurSim, page_size: u32) -> Harness {
-    Harness::vendor(
-        &config(sim.login_url(), page_size),
-        t("2024-06-01T12:00:00Z"),
-    )
-    .await
+    Harness::vendor(&config(sim, page_size), t("2024-06-01T12:00:00Z")).await
 }
 
 fn token(host: &'static str, refresh: &str, status: u16) -> TokenRequest {
@@ -170,7 +170,7 @@ async fn rotated_refresh_tokens_survive_a_restart_and_follow_the_geolocation() {
 async fn an_explicit_token_url_is_kept_after_the_geolocation_is_known() {
     let sim = ConcurSim::start("refresh-0").await;
     sim.insert(A, t("2024-05-01T10:00:00Z"), report("Canadian Tax", 1900.0));
-    let text = config(sim.login_url(), 100).replace(
+    let text = config(&sim, 100).replace(
         "auth = { kind = \"oauth2\",",
         &format!(
             "auth = {{ kind = \"oauth2\", token_url = \"{}/oauth2/v0/token\",",

@@ -270,8 +270,10 @@ impl VendorUnderTest for Concur {
         let (client_id, client_secret) = concur_sim::CLIENT;
         format!(
             r#"base_url = "{}"
+concur = {{ allowed_hosts = ["{}"] }}
 auth = {{ kind = "oauth2", client_id = "{client_id}", client_secret = "{client_secret}", refresh_token = "refresh-0" }}"#,
-            self.sim.login_url()
+            self.sim.login_url(),
+            self.sim.geo_url()
         )
     }
 

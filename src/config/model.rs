@@ -354,6 +354,18 @@ pub struct SourceConfig {
     /// next interval.
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
+    /// Longest wait a vendor may impose (`Retry-After` seconds or HTTP date,
+    /// `X-RateLimit-Reset`): a longer or unreadable value is clamped to this, with a warning
+    /// naming the header and its value, so no answer can silence the source for longer.
+    #[serde(default = "defaults::max_retry_wait", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "15m"))]
+    pub max_retry_wait: Duration,
+    /// How far ahead of pollbus's clock a vendor's record dates may be: a record dated later
+    /// than `now + max_clock_skew` does not move the cursor beyond that point (a far-future
+    /// date would otherwise make every later change fall behind the cursor).
+    #[serde(default = "defaults::max_clock_skew", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "5m"))]
+    pub max_clock_skew: Duration,
     /// The resources (tables, endpoints) polled on this source.
     pub resources: Vec<ResourceConfig>,
 }
@@ -594,12 +606,20 @@ pub struct ConcurConfig {
     /// one user's login id.
     #[serde(default = "defaults::concur_user")]
     pub user: String,
+    /// Where the `geolocation` named by a token response may point; any other is refused
+    /// (neither used nor stored) and the poll fails naming it, so the tokens never leave
+    /// SAP Concur. An entry is a host pattern (`*.concursolutions.com` matches every subdomain;
+    /// https only) or a full origin (`http://127.0.0.1:8080`, for test systems). Concur China
+    /// customers add `*.concurcdc.cn`.
+    #[serde(default = "defaults::concur_allowed_hosts")]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ConcurConfig {
     fn default() -> Self {
         ConcurConfig {
             user: defaults::concur_user(),
+            allowed_hosts: defaults::concur_allowed_hosts(),
         }
     }
 }
@@ -809,6 +829,15 @@ pub(crate) mod defaults {
     }
     pub fn concur_user() -> String {
         "ALL".to_string()
+    }
+    pub fn concur_allowed_hosts() -> Vec<String> {
+        vec!["*.concursolutions.com".to_string()]
+    }
+    pub fn max_retry_wait() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn max_clock_skew() -> Duration {
+        Duration::from_secs(5 * 60)
     }
     pub fn offset_param() -> String {
         "offset".to_string()

@@ -41,6 +41,8 @@ pub trait TokenCache: Send + Sync {
 #[error("{0}")]
 pub struct TokenCacheError(pub String);
 
+use super::origin::HostPolicy;
+
 /// Why authentication failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
@@ -64,6 +66,16 @@ pub enum AuthError {
         /// The token endpoint.
         url: String,
         /// What failed.
+        reason: String,
+    },
+    /// The token response named a base URL (`geolocation`) the host policy refuses.
+    #[error("token endpoint {url} names the geolocation {geolocation:?}, which is refused: {reason}; the tokens are kept but not sent there — if it is right, add it to the source's concur.allowed_hosts")]
+    Geolocation {
+        /// The token endpoint.
+        url: String,
+        /// The refused geolocation.
+        geolocation: String,
+        /// Why it is refused.
         reason: String,
     },
     /// A recent login failed; the source waits before trying again.
@@ -165,6 +177,9 @@ pub struct OAuth2Config {
     /// Ask the token endpoint at the vendor's `geolocation` once one is known (SAP Concur: the
     /// same path as `token_url`, on the company's base URL).
     pub follow_geolocation: bool,
+    /// Where a `geolocation` named by a token response may point (SAP Concur); `None` ignores
+    /// the field. A refused one is neither used nor stored.
+    pub geolocation_hosts: Option<HostPolicy>,
 }
 
 /// A token as stored in the state store. Never printed.
@@ -177,9 +192,13 @@ struct Token {
     /// Fingerprint of the configured refresh token this token descends from.
     #[serde(default)]
     configured: Option<String>,
-    /// SAP Concur's base URL for this company.
+    /// SAP Concur's base URL for this company (only one the host policy allows).
     #[serde(default)]
     geolocation: Option<String>,
+    /// A geolocation the vendor named but the host policy refused (kept in memory only, to
+    /// fail the source's requests naming it).
+    #[serde(skip)]
+    refused_geolocation: Option<String>,
 }
 
 struct Failure {
@@ -214,6 +233,58 @@ fn grant_name(grant: OAuthGrant) -> &'static str {
 
 fn fingerprint(secret: &Secret) -> String {
     hex::encode(&Sha256::digest(secret.expose().as_bytes())[..8])
+}
+
+/// The longest token lifetime believed: a token response claiming more is refreshed after
+/// this anyway (a refresh costs one request; a wrong, huge `expires_in` would otherwise keep a
+/// revoked token forever, or overflow the clock).
+const MAX_TOKEN_LIFETIME_S: i64 = 24 * 3600;
+
+/// The lifetime assumed when a token response names none (or an unusable one).
+const DEFAULT_TOKEN_LIFETIME_S: i64 = 1800;
+
+/// A token response's `expires_in`, read without trusting it.
+#[derive(Debug, PartialEq)]
+struct Lifetime {
+    /// Seconds to use, within 0..=`MAX_TOKEN_LIFETIME_S`.
+    seconds: i64,
+    /// The value as received, when it was not used as is (for the warning).
+    odd: Option<String>,
+}
+
+/// Reads `expires_in` (a number or a string holding one): integers and fractions within
+/// 0..=24 h are used; larger values are cut to 24 h; negative, non-numeric or non-finite
+/// values fall back to 30 min; absent means 30 min. Never panics, whatever the vendor sends.
+fn token_lifetime(value: Option<&Value>) -> Lifetime {
+    let number = match value {
+        None | Some(Value::Null) => {
+            return Lifetime {
+                seconds: DEFAULT_TOKEN_LIFETIME_S,
+                odd: None,
+            }
+        }
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    let shown = || {
+        let text = value.map(Value::to_string).unwrap_or_default();
+        Some(text.chars().take(64).collect())
+    };
+    match number {
+        Some(n) if n.is_finite() && (0.0..=MAX_TOKEN_LIFETIME_S as f64).contains(&n) => Lifetime {
+            seconds: n as i64,
+            odd: None,
+        },
+        Some(n) if n > MAX_TOKEN_LIFETIME_S as f64 => Lifetime {
+            seconds: MAX_TOKEN_LIFETIME_S,
+            odd: shown(),
+        },
+        _ => Lifetime {
+            seconds: DEFAULT_TOKEN_LIFETIME_S,
+            odd: shown(),
+        },
+    }
 }
 
 /// Refresh this long before the access token expires.
@@ -252,7 +323,7 @@ impl OAuth2 {
             store,
             token_name: format!("oauth/{source}"),
             clock,
-            client: super::reqwest_client(timeout),
+            client: super::reqwest_client(timeout, reqwest::redirect::Policy::none()),
             token: Mutex::new(None),
             failure: Mutex::new(None),
             refreshes: std::sync::atomic::AtomicU64::new(0),
@@ -267,13 +338,68 @@ impl OAuth2 {
         self
     }
 
-    /// The base URL the vendor told us to use (SAP Concur `geolocation`), once known.
-    pub async fn geolocation(&self) -> Option<String> {
-        self.token
-            .lock()
-            .await
+    /// The base URL the vendor told us to use (SAP Concur `geolocation`), once known and
+    /// allowed by the host policy; an error when the vendor named one the policy refuses.
+    pub async fn geolocation(&self) -> Result<Option<url::Url>, AuthError> {
+        let slot = self.token.lock().await;
+        let Some(token) = slot.as_ref() else {
+            return Ok(None);
+        };
+        if let Some(refused) = &token.refused_geolocation {
+            return Err(AuthError::Geolocation {
+                url: self.config.token_url.to_string(),
+                geolocation: refused.clone(),
+                reason: self
+                    .accepted_geolocation(refused)
+                    .err()
+                    .unwrap_or_else(|| "refused earlier".into()),
+            });
+        }
+        Ok(token
+            .geolocation
+            .as_deref()
+            .and_then(|g| self.accepted_geolocation(g).ok()))
+    }
+
+    /// `raw` as a URL, when the host policy allows it.
+    fn accepted_geolocation(&self, raw: &str) -> Result<url::Url, String> {
+        let policy = self
+            .config
+            .geolocation_hosts
             .as_ref()
-            .and_then(|t| t.geolocation.clone())
+            .ok_or_else(|| "this source does not use geolocations".to_string())?;
+        let url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+        if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+            return Err("not an http(s) URL".into());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("it carries user information".into());
+        }
+        policy.check(&url)?;
+        Ok(url)
+    }
+
+    /// Checks a token's geolocation against the host policy: a refused one is moved aside
+    /// (never used, never stored) and logged.
+    fn screen_geolocation(&self, token: &mut Token) {
+        let Some(raw) = token.geolocation.take() else {
+            return;
+        };
+        if self.config.geolocation_hosts.is_none() {
+            return;
+        }
+        match self.accepted_geolocation(&raw) {
+            Ok(_) => token.geolocation = Some(raw),
+            Err(reason) => {
+                tracing::error!(
+                    source = %self.source,
+                    geolocation = %raw,
+                    %reason,
+                    "the token response names a geolocation that is refused; no credential is sent there"
+                );
+                token.refused_geolocation = Some(raw);
+            }
+        }
     }
 
     /// Forgets the access token; the next request refreshes it.
@@ -346,7 +472,11 @@ impl OAuth2 {
                 what: "read",
                 reason: e.to_string(),
             })?;
-        Ok(stored.and_then(|text| serde_json::from_str(&text).ok()))
+        let mut token: Option<Token> = stored.and_then(|text| serde_json::from_str(&text).ok());
+        if let Some(t) = token.as_mut() {
+            self.screen_geolocation(t);
+        }
+        Ok(token)
     }
 
     /// Gets a new token: refresh with the stored refresh token when there is one (falling back
@@ -388,6 +518,7 @@ impl OAuth2 {
             (None, grant) => self.request(endpoint, grant, None).await,
         };
         let mut token = result?;
+        self.screen_geolocation(&mut token);
         if token.refresh_token.is_none() {
             token.refresh_token = stored_refresh.or_else(|| {
                 (self.config.grant == OAuthGrant::RefreshToken)
@@ -400,7 +531,7 @@ impl OAuth2 {
                     .flatten()
             });
         }
-        if token.geolocation.is_none() {
+        if token.geolocation.is_none() && token.refused_geolocation.is_none() {
             token.geolocation = previous.and_then(|p| p.geolocation.clone());
         }
         token.configured = configured;
@@ -426,8 +557,7 @@ impl OAuth2 {
         let geolocation = previous
             .filter(|_| self.config.follow_geolocation)
             .and_then(|t| t.geolocation.as_deref())
-            .and_then(|g| url::Url::parse(g).ok())
-            .filter(|g| g.scheme() == "https" || g.scheme() == "http");
+            .and_then(|g| self.accepted_geolocation(g).ok());
         match geolocation {
             Some(mut url) => {
                 url.set_path(self.config.token_url.path());
@@ -507,6 +637,21 @@ impl OAuth2 {
             reason,
         };
         let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|l| {
+                    String::from_utf8_lossy(l.as_bytes())
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            return Err(unavailable(format!(
+                "HTTP {status} redirecting to {location:?}; token requests follow no redirect, so the client secret and tokens were sent nowhere else — configure the final token URL"
+            )));
+        }
         let body = response
             .bytes()
             .await
@@ -529,33 +674,116 @@ impl OAuth2 {
                 hint,
             });
         }
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| unavailable(format!("malformed token response ({e})")))?;
-        let access_token = v
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| unavailable("token response has no access_token".into()))?
-            .to_string();
-        let expires_in = match v.get("expires_in") {
-            Some(Value::Number(n)) => n.as_i64(),
-            Some(Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
+        let (token, odd) = parse_token(&body, self.clock.now()).map_err(unavailable)?;
+        if let Some(value) = odd {
+            tracing::warn!(
+                source = %self.source,
+                expires_in = %value,
+                "the token response's expires_in is not a usable number of seconds; using a bounded lifetime instead"
+            );
         }
-        .unwrap_or(1800);
-        Ok(Token {
-            access_token,
-            expires_at: self.clock.now() + chrono::Duration::seconds(expires_in.max(0)),
-            refresh_token: v
-                .get("refresh_token")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            configured: None,
-            geolocation: v
-                .get("geolocation")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+        Ok(token)
+    }
+}
+
+/// Reads a 2xx token response received at `now`: the token, and the `expires_in` value when it
+/// was not used as is. Never panics, whatever the body.
+fn parse_token(body: &[u8], now: DateTime<Utc>) -> Result<(Token, Option<String>), String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("malformed token response ({e})"))?;
+    let access_token = v
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| "token response has no access_token".to_string())?
+        .to_string();
+    let lifetime = token_lifetime(v.get("expires_in"));
+    let expires_at = now
+        .checked_add_signed(chrono::Duration::seconds(lifetime.seconds))
+        .unwrap_or(now);
+    let text = |name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
+    let token = Token {
+        access_token,
+        expires_at,
+        refresh_token: text("refresh_token"),
+        configured: None,
+        geolocation: text("geolocation"),
+        refused_geolocation: None,
+    };
+    Ok((token, lifetime.odd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn expires_in_is_bounded_whatever_the_vendor_sends() {
+        let cases = [
+            (json!(3600), 3600, false),
+            (json!("3600"), 3600, false),
+            (json!(" 59.9 "), 59, false),
+            (json!(0), 0, false),
+            (json!(1e13), MAX_TOKEN_LIFETIME_S, true),
+            (json!(10_000_000_000_000_i64), MAX_TOKEN_LIFETIME_S, true),
+            (json!(u64::MAX), MAX_TOKEN_LIFETIME_S, true),
+            (json!("1e400"), MAX_TOKEN_LIFETIME_S, true),
+            (json!(-5), DEFAULT_TOKEN_LIFETIME_S, true),
+            (json!("-1e300"), DEFAULT_TOKEN_LIFETIME_S, true),
+            (json!("NaN"), DEFAULT_TOKEN_LIFETIME_S, true),
+            (json!("soon"), DEFAULT_TOKEN_LIFETIME_S, true),
+            (json!([1]), DEFAULT_TOKEN_LIFETIME_S, true),
+        ];
+        for (value, seconds, odd) in cases {
+            let l = token_lifetime(Some(&value));
+            assert_eq!((l.seconds, l.odd.is_some()), (seconds, odd), "{value}");
+        }
+        assert_eq!(token_lifetime(None).seconds, DEFAULT_TOKEN_LIFETIME_S);
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "[-+0-9.eE ]{0,24}".prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            proptest::collection::vec(inner, 0..4).prop_map(Value::Array)
         })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_token_body_panics(
+            expires_in in json_value(),
+            geolocation in json_value(),
+            refresh in json_value(),
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            now_s in -8_000_000_000_000i64..8_000_000_000_000i64,
+        ) {
+            let now = DateTime::<Utc>::from_timestamp(now_s, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
+            let body = json!({
+                "access_token": "a",
+                "expires_in": expires_in,
+                "geolocation": geolocation,
+                "refresh_token": refresh,
+            });
+            let (token, _) = parse_token(body.to_string().as_bytes(), now).unwrap();
+            proptest::prop_assert!(token.expires_at >= now);
+            proptest::prop_assert!(token.expires_at - now <= chrono::Duration::seconds(MAX_TOKEN_LIFETIME_S));
+            let _ = parse_token(&raw, now);
+            for edge in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+                let (token, _) = parse_token(body.to_string().as_bytes(), edge).unwrap();
+                proptest::prop_assert!(token.expires_at >= edge);
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod budget;
+pub mod origin;
 pub mod retry;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,8 +32,12 @@ pub struct HttpOptions {
     pub backoff_min: Duration,
     /// Longest retry wait.
     pub backoff_max: Duration,
-    /// Longest server-requested wait (`Retry-After`) honoured within one poll.
+    /// Longest server-requested wait (`Retry-After`) honoured within one poll; a longer one
+    /// ends the poll and holds the source's requests back until it is over.
     pub max_retry_after: Duration,
+    /// Longest wait any vendor header may impose at all (config `max_retry_wait`): longer or
+    /// unreadably large values are clamped to it, with a warning.
+    pub max_retry_wait: Duration,
     /// Largest response body accepted.
     pub max_response_bytes: usize,
 }
@@ -45,6 +50,7 @@ impl Default for HttpOptions {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(300),
+            max_retry_wait: Duration::from_secs(15 * 60),
             max_response_bytes: 64 * 1024 * 1024,
         }
     }
@@ -112,6 +118,14 @@ pub enum HttpError {
         request: String,
         /// What is wrong.
         reason: String,
+    },
+    /// The vendor redirected to another origin (not followed; no credential sent there).
+    #[error("{request}: {refused}")]
+    Redirect {
+        /// Method and URL.
+        request: String,
+        /// Where it redirected to.
+        refused: origin::RedirectRefused,
     },
     /// Authentication failed.
     #[error(transparent)]
@@ -188,12 +202,15 @@ pub struct HttpClient {
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-/// A reqwest client with pollbus's user agent and timeout.
-pub fn reqwest_client(timeout: Duration) -> reqwest::Client {
+/// A reqwest client with pollbus's user agent and timeout, following redirects as `redirects`
+/// says (see [`origin`]) and never sending a `Referer`.
+pub fn reqwest_client(timeout: Duration, redirects: reqwest::redirect::Policy) -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("pollbus/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(15)))
+        .redirect(redirects)
+        .referer(false)
         .build()
         .expect("reqwest client builds")
 }
@@ -207,7 +224,7 @@ impl HttpClient {
         options: HttpOptions,
     ) -> Self {
         HttpClient {
-            client: reqwest_client(options.timeout),
+            client: reqwest_client(options.timeout, origin::same_origin_redirects()),
             source: source.to_string(),
             auth,
             budget,
@@ -273,6 +290,22 @@ impl HttpClient {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = builder.send().await;
             let (retry_reason, server) = match outcome {
+                Err(e) if e.is_redirect() => {
+                    self.count(0);
+                    if let Some(refused) = origin::refused_redirect(&e) {
+                        return Err(HttpError::Redirect {
+                            request,
+                            refused: origin::RedirectRefused {
+                                location: refused.location.clone(),
+                                origin: refused.origin.clone(),
+                            },
+                        });
+                    }
+                    return Err(HttpError::Transport {
+                        request,
+                        reason: transport_reason(&e),
+                    });
+                }
                 Err(e) => {
                     self.count(0);
                     (format!("request failed: {}", transport_reason(&e)), None)
@@ -304,7 +337,7 @@ impl HttpClient {
                             message,
                         });
                     }
-                    let server = server_wait(&headers, SystemTime::now());
+                    let server = self.server_wait(&headers, &request);
                     (format!("HTTP {status}{}", vendor_suffix(&message)), server)
                 }
             };
@@ -319,7 +352,12 @@ impl HttpClient {
                 if let Some(m) = &self.metrics {
                     m.rate_limit_waits.with_label_values(&[&self.source]).inc();
                 }
-                if wait > self.options.max_retry_after {
+                if wait
+                    > self
+                        .options
+                        .max_retry_after
+                        .min(self.options.max_retry_wait)
+                {
                     self.set_not_before(wait).await;
                     return Err(HttpError::RateLimited {
                         request,
@@ -344,6 +382,23 @@ impl HttpClient {
         }
     }
 
+    /// The wait a response's headers ask for, clamped to `max_retry_wait` with a warning
+    /// naming the header and its value.
+    fn server_wait(&self, headers: &HeaderMap, request: &str) -> Option<Duration> {
+        let w = server_wait(headers, SystemTime::now(), self.options.max_retry_wait)?;
+        if w.clamped {
+            tracing::warn!(
+                source = %self.source,
+                %request,
+                header = w.header,
+                value = %w.value,
+                max_retry_wait_s = self.options.max_retry_wait.as_secs(),
+                "the vendor asks for a longer wait than max_retry_wait (or an unreadable one); waiting max_retry_wait"
+            );
+        }
+        Some(w.wait)
+    }
+
     async fn wait_not_before(&self) {
         let until = *self.not_before.lock().await;
         if let Some(until) = until {
@@ -352,7 +407,10 @@ impl HttpClient {
     }
 
     async fn set_not_before(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let now = Instant::now();
+        let until = now
+            .checked_add(wait.min(self.options.max_retry_wait))
+            .unwrap_or(now);
         let mut nb = self.not_before.lock().await;
         if nb.is_none_or(|t| t < until) {
             *nb = Some(until);

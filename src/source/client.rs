@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{BuildError, SourceContext};
-use crate::config::{AuthConfig, SourceConfig};
+use crate::config::{AuthConfig, SourceConfig, SourceKind};
 use crate::http::auth::{Auth, OAuth2, OAuth2Config};
 use crate::http::budget::RequestBudget;
 use crate::http::{HttpClient, HttpOptions};
@@ -42,6 +42,7 @@ pub fn http_client(
         timeout: config.request_timeout,
         max_attempts: config.max_attempts,
         max_response_bytes: config.max_response_bytes as usize,
+        max_retry_wait: config.max_retry_wait,
         ..HttpOptions::default()
     };
     let auth = match &config.auth {
@@ -83,6 +84,10 @@ pub fn http_client(
                         password: password.clone(),
                         refresh_token: refresh_token.clone(),
                         follow_geolocation,
+                        geolocation_hosts: match config.kind {
+                            SourceKind::Concur => Some(super::concur::geolocation_hosts(config)?),
+                            _ => None,
+                        },
                     },
                     Arc::new(StoreTokenCache::new(ctx.store.clone())),
                     ctx.clock.clone(),

@@ -10,7 +10,9 @@
 //! - Auth: OAuth 2.0 refresh-token grant at `<base>/oauth2/v0/token` (see
 //!   [`crate::http::auth`]): the rotated refresh token replaces the stored one atomically, and the
 //!   returned `geolocation` becomes the base URL of every later request, token requests
-//!   included. A refused refresh token (`invalid_grant`) stops the source with an error telling
+//!   included — only when it is https on `*.concursolutions.com` (or matches
+//!   `concur.allowed_hosts`); a refused one is neither used nor stored, and polls fail naming
+//!   it. A refused refresh token (`invalid_grant`) stops the source with an error telling
 //!   the operator to re-authorize.
 //! - Deletes: reconciliation only (the same listing without `modifiedDateAfter`).
 //! - Errors: v3 `{"Error": {"Message"}}` bodies are named in messages; 429 and 503 are retried
@@ -35,6 +37,7 @@ use crate::config::{
     problem, Problem, ResourceConfig, SourceConfig, SourceKind, VendorDefaults, VendorRules,
 };
 use crate::http::auth::Auth;
+use crate::http::origin::HostPolicy;
 use crate::http::{HttpClient, HttpError};
 
 /// The OAuth 2.0 token endpoint under a Concur base URL.
@@ -162,6 +165,13 @@ pub(crate) fn same_page_guard(
 
 use crate::record::id_text;
 
+/// Where a token response's `geolocation` may point: `concur.allowed_hosts` (default
+/// `*.concursolutions.com`, https only).
+pub fn geolocation_hosts(config: &SourceConfig) -> Result<HostPolicy, String> {
+    let hosts = config.concur.clone().unwrap_or_default().allowed_hosts;
+    HostPolicy::parse(&hosts).map_err(|e| format!("concur.allowed_hosts: {e}"))
+}
+
 impl ConcurSource {
     /// Builds the source from its configuration.
     pub fn new(config: &SourceConfig, ctx: &SourceContext) -> Result<Self, BuildError> {
@@ -183,11 +193,12 @@ impl ConcurSource {
             .access_token()
             .await
             .map_err(|e| vendor_error(resource, HttpError::Auth(e)))?;
+        // Only a geolocation the source's `allowed_hosts` allow is used; a refused one fails
+        // the request before any credential is attached.
         Ok(oauth
             .geolocation()
             .await
-            .and_then(|g| Url::parse(&g).ok())
-            .filter(|g| matches!(g.scheme(), "https" | "http"))
+            .map_err(|e| vendor_error(resource, HttpError::Auth(e)))?
             .unwrap_or_else(|| self.base.clone()))
     }
 

@@ -32,6 +32,8 @@ pub struct Resource {
     pub page_size: u32,
     /// How far before the cursor a poll starts.
     pub overlap: std::time::Duration,
+    /// How far ahead of pollbus's clock a record date may move the cursor.
+    pub max_clock_skew: std::time::Duration,
 }
 
 impl Resource {
@@ -97,6 +99,7 @@ impl Resource {
             skip_classes: vendor.skip_classes(source, &r.name),
             page_size: source.page_size.unwrap_or(defaults.page_size),
             overlap: source.overlap,
+            max_clock_skew: source.max_clock_skew,
         }
     }
 
