@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::Value;
 
 use pollbus::contract::{Message, MessageContext, TraceContext};
-use pollbus::detect::{Detector, OnBehalfOfSource};
+use pollbus::detect::{Detector, OnBehalfOfSource, Phase};
 use pollbus::formats::datefmt::{JavaDateFormat, Zone};
 use pollbus::formats::template::UrlTemplate;
 use pollbus::record::{DateParser, FieldPath, RecordReader};
@@ -83,6 +83,7 @@ fn setup(record: &Value) -> (RecordReader, Detector) {
         created: Some(FieldPath::parse("sys_created_on").unwrap()),
         created_format: dates(),
         class: Some(FieldPath::parse("sys_class_name").unwrap()),
+        revision: Some(FieldPath::parse("sys_mod_count").unwrap()),
     };
     let detector = Detector::new(fields, OnBehalfOfSource::None, Duration::from_secs(1));
     (reader, detector)
@@ -125,7 +126,7 @@ fn benches(c: &mut Criterion) {
     let (text, record) = fixture();
     let (reader, detector) = setup(&record);
     let snapshot = detector
-        .detect(&reader.read(record.clone()).unwrap(), None, true)
+        .detect(&reader.read(record.clone()).unwrap(), None, Phase::Steady)
         .snapshot
         .unwrap();
     let mut changed = record.clone();
@@ -143,20 +144,20 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let raw: Value = serde_json::from_str(black_box(&text)).unwrap();
             let r = reader.read(raw).unwrap();
-            black_box(detector.detect(&r, Some(&snapshot), false))
+            black_box(detector.detect(&r, Some(&snapshot), Phase::Steady))
         })
     });
     group.bench_function("parse + read + diff, changed", |b| {
         b.iter(|| {
             let raw: Value = serde_json::from_str(black_box(&changed_text)).unwrap();
             let r = reader.read(raw).unwrap();
-            black_box(detector.detect(&r, Some(&snapshot), false))
+            black_box(detector.detect(&r, Some(&snapshot), Phase::Steady))
         })
     });
     group.finish();
 
     let r = reader.read(changed.clone()).unwrap();
-    let change = match detector.detect(&r, Some(&snapshot), false).outcome {
+    let change = match detector.detect(&r, Some(&snapshot), Phase::Steady).outcome {
         pollbus::detect::Outcome::Changed(c) => c,
         other => panic!("expected a change, got {other:?}"),
     };

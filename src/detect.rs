@@ -2,14 +2,28 @@
 //! with exactly the changed fields, or nothing.
 //!
 //! Rules (per record, tracked fields only):
-//! - no snapshot, during the baseline: store a snapshot, publish nothing;
+//! - no snapshot, during the baseline: store a snapshot, publish nothing — unless the record
+//!   was updated after the baseline started (see [`Phase::Baseline`]): then it changed while a
+//!   long first poll was under way and is published as first seen;
 //! - no snapshot after the baseline: CREATE when `created` and `updated` differ by at most the
 //!   tolerance, otherwise UPDATE (a record we never saw that was changed since it was created);
 //!   both list every tracked field (the Cloud Elements rule);
-//! - snapshot newer than the record: stale copy (e.g. a lagging replica or the overlap window),
-//!   ignored;
-//! - tracked values differ: UPDATE listing only the differing fields, in configuration order;
-//! - no tracked difference: no message (a no-op update, counted); the snapshot's date moves.
+//! - tracked values differ: UPDATE listing only the differing fields, in configuration order —
+//!   **whatever the dates say**, unless the vendor's monotonic revision (ServiceNow
+//!   `sys_mod_count`) proves the copy older than the snapshot (then it is a stale copy, ignored);
+//! - no tracked difference: no message (a no-op update, counted); the snapshot's date moves;
+//! - no tracked difference and an older date: a stale copy, ignored.
+//!
+//! **Clocks that go backwards.** A vendor's updated date is one node's clock, sometimes a local
+//! time: node skew, a clock step, or a DST fold (01:20 PST after 01:50 PDT) can make a later
+//! change carry an earlier date. Dropping such a change because its date is not newer loses it
+//! for good (every later poll sees the same date), so a difference in tracked values wins over
+//! the date. The price, for vendors without a revision: a stale read from an eventually
+//! consistent API (a lagging replica serving the previous copy) is published as an UPDATE that
+//! flips a value back for one poll; the next poll reads the current copy and publishes it again,
+//! so consumers end on the right value. A vendor revision removes that price. A local time in a
+//! DST fold names two instants; the one not older than the snapshot is taken (the source reads
+//! the earlier one for the cursor, which is the safe side there).
 //!
 //! A field added to the configuration later is absent from old snapshots; it is learnt silently
 //! rather than reported as a change of every record.
@@ -29,11 +43,40 @@ use crate::record::{scalar_text, FieldPath, SourceRecord};
 pub struct Snapshot {
     /// The record's updated date when last seen.
     pub updated: DateTime<Utc>,
+    /// The vendor's monotonic revision of the record when last seen (ServiceNow
+    /// `sys_mod_count`), if the vendor has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
     /// Tracked values by contract field name.
     pub values: Map<String, Value>,
 }
 
+/// The key a snapshot's revision is stored under beside its tracked values. It holds a `,`,
+/// which no contract field name may (config validation), so it never meets a tracked field.
+const STORED_REVISION: &str = ",revision";
+
 impl Snapshot {
+    /// The JSON object a store keeps for this snapshot (its `fields` column): the tracked values
+    /// and, if known, the revision. Stores need no column of their own for it.
+    pub fn stored_fields(&self) -> Value {
+        let mut fields = self.values.clone();
+        if let Some(revision) = self.revision {
+            fields.insert(STORED_REVISION.into(), Value::from(revision));
+        }
+        Value::Object(fields)
+    }
+
+    /// The snapshot a store reads back: `updated` and the object [`Snapshot::stored_fields`]
+    /// wrote (snapshots stored before revisions existed have none).
+    pub fn from_stored(updated: DateTime<Utc>, mut fields: Map<String, Value>) -> Snapshot {
+        let revision = fields.remove(STORED_REVISION).and_then(|v| v.as_u64());
+        Snapshot {
+            updated,
+            revision,
+            values: fields,
+        }
+    }
+
     /// Identifies this version of the record: its date and a hash of its tracked values.
     pub fn version(&self) -> String {
         /// Feeds serialized JSON straight into the hash (no string per value).
@@ -84,7 +127,8 @@ pub enum Outcome {
     Unchanged,
     /// A newer date but no tracked field changed: not published, counted.
     NoOp,
-    /// Older than what we have: ignored.
+    /// An older copy than what we have (same values under an older date, or a revision that
+    /// proves it older): ignored.
     Stale,
 }
 
@@ -95,6 +139,21 @@ pub struct Detection {
     pub outcome: Outcome,
     /// The snapshot to store, if it changed.
     pub snapshot: Option<Snapshot>,
+}
+
+/// Which poll of a resource a record is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The resource's first poll, taking its silent baseline. `changed_since` is when that poll
+    /// started, less the overlap (room for the vendor's clock running behind ours): a record
+    /// first seen with an updated date at or after it changed while the baseline was being
+    /// read (a 1M-row baseline takes many minutes) and is published, not swallowed.
+    Baseline {
+        /// Records updated at or after this instant are published as first seen.
+        changed_since: DateTime<Utc>,
+    },
+    /// Every poll after the baseline (or a first poll that emits everything).
+    Steady,
 }
 
 /// Compares records of one resource with their snapshots.
@@ -156,24 +215,26 @@ impl Detector {
         }
     }
 
-    /// Compares `record` with its stored snapshot. `baseline` is true while the resource's
-    /// first poll is taking its silent baseline.
+    /// Compares `record` with its stored snapshot, in `phase`.
     pub fn detect(
         &self,
         record: &SourceRecord,
         prior: Option<&Snapshot>,
-        baseline: bool,
+        phase: Phase,
     ) -> Detection {
         let Some(prior) = prior else {
             let snapshot = Snapshot {
                 updated: record.updated,
+                revision: record.revision,
                 values: self.values(&record.raw),
             };
-            if baseline {
-                return Detection {
-                    outcome: Outcome::Baseline,
-                    snapshot: Some(snapshot),
-                };
+            if let Phase::Baseline { changed_since } = phase {
+                if record.updated_later.unwrap_or(record.updated) < changed_since {
+                    return Detection {
+                        outcome: Outcome::Baseline,
+                        snapshot: Some(snapshot),
+                    };
+                }
             }
             let created_now = record.created.is_some_and(|created| {
                 (record.updated - created)
@@ -192,11 +253,26 @@ impl Detector {
                 .map(|(name, _)| (name.clone(), snapshot.values[name].clone()))
                 .collect();
             return Detection {
-                outcome: Outcome::Changed(self.change(kind, record, changed, &snapshot)),
+                outcome: Outcome::Changed(self.change(
+                    kind,
+                    record,
+                    record.updated,
+                    changed,
+                    &snapshot,
+                )),
                 snapshot: Some(snapshot),
             };
         };
-        if record.updated < prior.updated {
+        // A local time in a DST fold is the instant that is not older than the snapshot.
+        let updated = match record.updated_later {
+            Some(later) if record.updated < prior.updated && later >= prior.updated => later,
+            _ => record.updated,
+        };
+        let proven_older = matches!(
+            (record.revision, prior.revision),
+            (Some(copy), Some(known)) if copy < known
+        );
+        if proven_older && updated <= prior.updated {
             return Detection {
                 outcome: Outcome::Stale,
                 snapshot: None,
@@ -214,14 +290,24 @@ impl Detector {
                 None => learnt = true,
             }
         }
-        if changed.is_empty() && !learnt && record.updated == prior.updated {
+        if changed.is_empty() && updated < prior.updated {
+            // The same values under an older date: an older copy, or the overlap re-reading a
+            // change published with a date that went back. Nothing to do.
+            return Detection {
+                outcome: Outcome::Stale,
+                snapshot: None,
+            };
+        }
+        let revision_moved = record.revision.is_some() && record.revision != prior.revision;
+        if changed.is_empty() && !learnt && !revision_moved && updated == prior.updated {
             return Detection {
                 outcome: Outcome::Unchanged,
                 snapshot: None,
             };
         }
         let snapshot = Snapshot {
-            updated: record.updated,
+            updated,
+            revision: record.revision,
             values: self.values(&record.raw),
         };
         if !changed.is_empty() {
@@ -229,6 +315,7 @@ impl Detector {
                 outcome: Outcome::Changed(self.change(
                     EventType::Update,
                     record,
+                    updated,
                     changed,
                     &snapshot,
                 )),
@@ -236,7 +323,7 @@ impl Detector {
             };
         }
         Detection {
-            outcome: if record.updated == prior.updated {
+            outcome: if updated == prior.updated {
                 Outcome::Unchanged
             } else {
                 Outcome::NoOp
@@ -249,13 +336,14 @@ impl Detector {
         &self,
         kind: EventType,
         record: &SourceRecord,
+        updated: DateTime<Utc>,
         changed: Vec<(String, Value)>,
         snapshot: &Snapshot,
     ) -> Change {
         Change {
             kind,
             id: record.id.clone(),
-            timestamp: record.updated,
+            timestamp: updated,
             changed,
             on_behalf_of: self.on_behalf_of(Some(&record.raw)),
             version: snapshot.version(),
@@ -296,9 +384,18 @@ mod tests {
         SourceRecord {
             id: "1".into(),
             updated: updated.parse().unwrap(),
+            updated_later: None,
+            revision: None,
             created: created.map(|c| c.parse().unwrap()),
             class: None,
             raw: json!({"first_name": name, "address": {"city": city}, "by": "IFS"}),
+        }
+    }
+
+    /// A baseline that started long after every record of these tests.
+    fn baseline() -> Phase {
+        Phase::Baseline {
+            changed_since: "2100-01-01T00:00:00Z".parse().unwrap(),
         }
     }
 
@@ -317,7 +414,7 @@ mod tests {
             "Åse",
             "Tromsø",
         );
-        let d = detector().detect(&r, None, false);
+        let d = detector().detect(&r, None, Phase::Steady);
         assert_eq!(changed(&d), (EventType::Create, vec!["FirstName", "City"]));
         let Outcome::Changed(c) = &d.outcome else {
             unreachable!()
@@ -334,12 +431,12 @@ mod tests {
             "B",
         );
         assert_eq!(
-            changed(&detector().detect(&r, None, false)).0,
+            changed(&detector().detect(&r, None, Phase::Steady)).0,
             EventType::Update
         );
         let r = rec("2024-01-01T00:00:05Z", None, "A", "B");
         assert_eq!(
-            changed(&detector().detect(&r, None, false)).0,
+            changed(&detector().detect(&r, None, Phase::Steady)).0,
             EventType::Update
         );
     }
@@ -347,7 +444,7 @@ mod tests {
     #[test]
     fn baseline_is_silent_but_remembers() {
         let r = rec("2024-01-01T00:00:00Z", None, "A", "B");
-        let d = detector().detect(&r, None, true);
+        let d = detector().detect(&r, None, baseline());
         assert_eq!(d.outcome, Outcome::Baseline);
         assert!(d.snapshot.is_some());
     }
@@ -356,9 +453,9 @@ mod tests {
     fn update_lists_only_differing_fields() {
         let det = detector();
         let old = rec("2024-01-01T00:00:00Z", None, "A", "Oslo");
-        let snap = det.detect(&old, None, true).snapshot.unwrap();
+        let snap = det.detect(&old, None, baseline()).snapshot.unwrap();
         let new = rec("2024-01-01T00:00:00Z", None, "A", "Bergen");
-        let d = det.detect(&new, Some(&snap), false);
+        let d = det.detect(&new, Some(&snap), Phase::Steady);
         assert_eq!(changed(&d), (EventType::Update, vec!["City"]));
         let Outcome::Changed(c) = d.outcome else {
             unreachable!()
@@ -370,27 +467,192 @@ mod tests {
     fn unchanged_noop_and_stale() {
         let det = detector();
         let r = rec("2024-01-01T00:00:10Z", None, "A", "B");
-        let snap = det.detect(&r, None, true).snapshot.unwrap();
-        let same = det.detect(&r, Some(&snap), false);
+        let snap = det.detect(&r, None, baseline()).snapshot.unwrap();
+        let same = det.detect(&r, Some(&snap), Phase::Steady);
         assert_eq!((same.outcome, same.snapshot), (Outcome::Unchanged, None));
         let later = rec("2024-01-01T00:00:20Z", None, "A", "B");
-        let noop = det.detect(&later, Some(&snap), false);
+        let noop = det.detect(&later, Some(&snap), Phase::Steady);
         assert_eq!(noop.outcome, Outcome::NoOp);
         assert_eq!(noop.snapshot.unwrap().updated, later.updated);
-        let older = rec("2024-01-01T00:00:05Z", None, "X", "Y");
-        assert_eq!(
-            det.detect(&older, Some(&snap), false).outcome,
-            Outcome::Stale
+        let older = rec("2024-01-01T00:00:05Z", None, "A", "B");
+        let stale = det.detect(&older, Some(&snap), Phase::Steady);
+        assert_eq!((stale.outcome, stale.snapshot), (Outcome::Stale, None));
+    }
+
+    #[test]
+    fn other_values_under_an_older_or_equal_date_are_published() {
+        let det = detector();
+        let snap = det
+            .detect(
+                &rec("2024-01-01T00:00:10Z", None, "A", "B"),
+                None,
+                baseline(),
+            )
+            .snapshot
+            .unwrap();
+        for date in ["2024-01-01T00:00:05Z", "2024-01-01T00:00:10Z"] {
+            let back = rec(date, None, "A", "C");
+            let d = det.detect(&back, Some(&snap), Phase::Steady);
+            assert_eq!(changed(&d), (EventType::Update, vec!["City"]), "{date}");
+            let Outcome::Changed(c) = &d.outcome else {
+                unreachable!()
+            };
+            assert_eq!(c.timestamp, back.updated);
+            // The snapshot holds this copy: re-reading it publishes nothing more.
+            let again = det.detect(&back, d.snapshot.as_ref(), Phase::Steady);
+            assert_eq!(again.outcome, Outcome::Unchanged, "{date}");
+        }
+    }
+
+    #[test]
+    fn a_revision_proves_a_copy_older_than_the_date_can() {
+        let det = detector();
+        let versioned = |updated: &str, city: &str, revision: Option<u64>| SourceRecord {
+            revision,
+            ..rec(updated, None, "A", city)
+        };
+        let snap = det
+            .detect(
+                &versioned("2024-01-01T00:00:10Z", "B", Some(5)),
+                None,
+                baseline(),
+            )
+            .snapshot
+            .unwrap();
+        assert_eq!(snap.revision, Some(5));
+        // a lagging replica: lower revision, date not newer → stale, whatever the values
+        for date in ["2024-01-01T00:00:05Z", "2024-01-01T00:00:10Z"] {
+            let d = det.detect(&versioned(date, "Old", Some(4)), Some(&snap), Phase::Steady);
+            assert_eq!((d.outcome, d.snapshot), (Outcome::Stale, None), "{date}");
+        }
+        // a later revision under an earlier date (node skew) → published
+        let d = det.detect(
+            &versioned("2024-01-01T00:00:05Z", "New", Some(6)),
+            Some(&snap),
+            Phase::Steady,
         );
+        assert_eq!(changed(&d), (EventType::Update, vec!["City"]));
+        assert_eq!(d.snapshot.unwrap().revision, Some(6));
+        // no revision on either side proves nothing → published
+        let d = det.detect(
+            &versioned("2024-01-01T00:00:05Z", "Old", None),
+            Some(&snap),
+            Phase::Steady,
+        );
+        assert_eq!(changed(&d).0, EventType::Update);
+        // a revision that moved with no tracked change is remembered without a message
+        let d = det.detect(
+            &versioned("2024-01-01T00:00:10Z", "B", Some(7)),
+            Some(&snap),
+            Phase::Steady,
+        );
+        assert_eq!(d.outcome, Outcome::Unchanged);
+        assert_eq!(d.snapshot.unwrap().revision, Some(7));
+    }
+
+    #[test]
+    fn a_local_time_in_a_dst_fold_is_the_instant_not_older_than_the_snapshot() {
+        let det = detector();
+        // 01:50 PDT (08:50 UTC) is known; the vendor now writes 01:20, which is 08:20 UTC
+        // (PDT) or 09:20 UTC (PST).
+        let snap = det
+            .detect(
+                &rec("2024-11-03T08:50:00Z", None, "A", "B"),
+                None,
+                baseline(),
+            )
+            .snapshot
+            .unwrap();
+        let folded = SourceRecord {
+            updated_later: Some("2024-11-03T09:20:00Z".parse().unwrap()),
+            ..rec("2024-11-03T08:20:00Z", None, "A", "C")
+        };
+        let d = det.detect(&folded, Some(&snap), Phase::Steady);
+        assert_eq!(changed(&d), (EventType::Update, vec!["City"]));
+        let Outcome::Changed(c) = &d.outcome else {
+            unreachable!()
+        };
+        assert_eq!(
+            c.timestamp,
+            "2024-11-03T09:20:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        let snap = d.snapshot.unwrap();
+        assert_eq!(snap.updated, c.timestamp);
+        // the next poll reads the same text: the same instant, nothing to publish
+        assert_eq!(
+            det.detect(&folded, Some(&snap), Phase::Steady).outcome,
+            Outcome::Unchanged
+        );
+    }
+
+    #[test]
+    fn a_baseline_publishes_records_changed_after_it_started() {
+        let det = detector();
+        let phase = Phase::Baseline {
+            changed_since: "2024-01-01T12:00:00Z".parse().unwrap(),
+        };
+        let before = rec(
+            "2024-01-01T11:59:59Z",
+            Some("2024-01-01T00:00:00Z"),
+            "A",
+            "B",
+        );
+        assert_eq!(det.detect(&before, None, phase).outcome, Outcome::Baseline);
+        for at in ["2024-01-01T12:00:00Z", "2024-01-01T12:30:00Z"] {
+            let during = rec(at, Some("2024-01-01T00:00:00Z"), "A", "B");
+            let d = det.detect(&during, None, phase);
+            assert_eq!(changed(&d), (EventType::Update, vec!["FirstName", "City"]));
+            assert!(d.snapshot.is_some());
+        }
+        // created during the baseline: a CREATE, as after it
+        let created = rec(
+            "2024-01-01T12:30:00Z",
+            Some("2024-01-01T12:30:00Z"),
+            "A",
+            "B",
+        );
+        assert_eq!(
+            changed(&det.detect(&created, None, phase)).0,
+            EventType::Create
+        );
+    }
+
+    #[test]
+    fn a_stored_snapshot_keeps_its_revision_apart_from_the_values() {
+        let det = detector();
+        let snap = Snapshot {
+            revision: Some(9),
+            ..det
+                .detect(
+                    &rec("2024-01-01T00:00:10Z", None, "A", "B"),
+                    None,
+                    baseline(),
+                )
+                .snapshot
+                .unwrap()
+        };
+        let Value::Object(fields) = snap.stored_fields() else {
+            panic!("an object")
+        };
+        let back = Snapshot::from_stored(snap.updated, fields);
+        assert_eq!(back, snap);
+        assert_eq!(back.values.len(), 2);
+        // snapshots stored before revisions existed
+        let old: Map<String, Value> =
+            serde_json::from_value(json!({"FirstName": "A", "City": "B"})).unwrap();
+        let back = Snapshot::from_stored(snap.updated, old);
+        assert_eq!((back.revision, back.values.len()), (None, 2));
+        // the message version ignores the revision
+        assert_eq!(back.version(), snap.version());
     }
 
     #[test]
     fn newly_configured_field_is_learnt_silently() {
         let det = detector();
         let r = rec("2024-01-01T00:00:10Z", None, "A", "B");
-        let mut snap = det.detect(&r, None, true).snapshot.unwrap();
+        let mut snap = det.detect(&r, None, baseline()).snapshot.unwrap();
         snap.values.remove("City");
-        let d = det.detect(&r, Some(&snap), false);
+        let d = det.detect(&r, Some(&snap), Phase::Steady);
         assert_eq!(d.outcome, Outcome::Unchanged);
         assert!(d.snapshot.unwrap().values.contains_key("City"));
     }
@@ -403,6 +665,7 @@ mod tests {
         .unwrap();
         let snapshot = Snapshot {
             updated: "2024-05-01T10:00:00Z".parse().unwrap(),
+            revision: Some(3),
             values: values.clone(),
         };
         // The message id depends on it: the same bytes as hashing each value's `to_string()`.
@@ -420,8 +683,16 @@ mod tests {
     #[test]
     fn versions_differ_by_values_and_deletion_uses_the_last_one() {
         let det = detector();
-        let a = det.detect(&rec("2024-01-01T00:00:10Z", None, "A", "B"), None, true);
-        let b = det.detect(&rec("2024-01-01T00:00:10Z", None, "A", "C"), None, true);
+        let a = det.detect(
+            &rec("2024-01-01T00:00:10Z", None, "A", "B"),
+            None,
+            baseline(),
+        );
+        let b = det.detect(
+            &rec("2024-01-01T00:00:10Z", None, "A", "C"),
+            None,
+            baseline(),
+        );
         let (a, b) = (a.snapshot.unwrap(), b.snapshot.unwrap());
         assert_ne!(a.version(), b.version());
         let del = det.deletion("1", &a, "2024-02-01T00:00:00Z".parse().unwrap());

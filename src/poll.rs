@@ -8,6 +8,10 @@
 //! double nothing. Sources that cannot order their pages move the cursor only after the last
 //! page of a poll.
 //!
+//! **The first poll.** With `initial = "baseline"` the first poll remembers records silently,
+//! except those updated after it started (less the overlap): they changed while the baseline
+//! was being read and are published as first seen (see [`crate::detect::Phase`]).
+//!
 //! **Deletes.** With `deletes = "audit"` the vendor's delete audit is read after the records;
 //! with `"reconcile"` all ids are listed every `reconcile_interval` and known ids that are gone
 //! are deleted. Either path removes the snapshot with the DELETE, so the other finds nothing.
@@ -22,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::InitialMode;
 use crate::contract::{Change, EventType, Message, MessageContext, TraceContext};
-use crate::detect::{Outcome, Snapshot};
+use crate::detect::{Outcome, Phase, Snapshot};
 use crate::metrics::PollCounts;
 use crate::record::SourceRecord;
 use crate::source::{Resource, Source, SourceError};
@@ -53,7 +57,7 @@ pub struct PollReport {
     pub noop: u64,
     /// Records re-read unchanged (the overlap window).
     pub unchanged: u64,
-    /// Records older than their snapshot.
+    /// Older copies of records than their snapshot (ignored).
     pub stale: u64,
     /// Whether polling was skipped because the outbox is full.
     pub paused: bool,
@@ -227,8 +231,22 @@ impl Poller {
         stop: &CancellationToken,
         report: &mut PollReport,
     ) -> Result<(), PollError> {
-        let baseline =
-            !state.baseline_done && self.resource.config.initial == InitialMode::Baseline;
+        let overlap = chrono::Duration::from_std(self.resource.overlap).unwrap_or_default();
+        // Records updated after the baseline started changed while it was being read: they
+        // are published, not swallowed. A baseline resumed after a restart counts from the
+        // resumed poll's start.
+        let phase = if !state.baseline_done && self.resource.config.initial == InitialMode::Baseline
+        {
+            Phase::Baseline {
+                changed_since: self
+                    .clock
+                    .now()
+                    .checked_sub_signed(overlap)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            }
+        } else {
+            Phase::Steady
+        };
         let horizon = self.horizon();
         let since = self.since(state.cursor.map(|c| c.min(horizon)));
         let ordered = self.source.ordered();
@@ -247,7 +265,7 @@ impl Poller {
                 pending_cursor = pending_cursor.max(Some(self.clamp_future(max, horizon)));
             }
             let last = page.next.is_none();
-            let mut commit = self.detect(key, records, baseline, trace, report).await?;
+            let mut commit = self.detect(key, records, phase, trace, report).await?;
             if ordered || last {
                 state.cursor = pending_cursor;
             }
@@ -332,7 +350,7 @@ impl Poller {
         &self,
         key: &ResourceKey,
         records: Vec<SourceRecord>,
-        baseline: bool,
+        phase: Phase,
         trace: &TraceContext,
         report: &mut PollReport,
     ) -> Result<PageCommit, PollError> {
@@ -352,7 +370,7 @@ impl Poller {
                 Some(&i) => Some(&commit.snapshots[i].1),
                 None => known.get(&record.id),
             };
-            let detection = detector.detect(record, prior, baseline);
+            let detection = detector.detect(record, prior, phase);
             match &detection.outcome {
                 Outcome::Changed(change) => {
                     count(report, change);

@@ -71,8 +71,16 @@ impl FieldPath {
 pub struct SourceRecord {
     /// The record's id as a string (numbers are formatted).
     pub id: String,
-    /// When the record was last updated (UTC).
+    /// When the record was last updated (UTC). For a local time in a DST fold this is the
+    /// earlier of its two instants (safe for the cursor); see [`SourceRecord::updated_later`].
     pub updated: DateTime<Utc>,
+    /// The later instant of `updated` when the vendor wrote a local time that a DST fold makes
+    /// ambiguous (01:20 on fall-back night happens twice); `None` otherwise. Detection uses it
+    /// when the earlier instant would be older than the snapshot.
+    pub updated_later: Option<DateTime<Utc>>,
+    /// The vendor's monotonic per-record version (ServiceNow `sys_mod_count`), if it has one:
+    /// it proves a copy older when the clock cannot.
+    pub revision: Option<u64>,
     /// When the record was created, if known.
     pub created: Option<DateTime<Utc>>,
     /// The most specific table/class the record belongs to (ServiceNow `sys_class_name`), used
@@ -117,6 +125,12 @@ pub enum RecordError {
 pub trait DateParser: Send + Sync {
     /// Parses `value` into UTC.
     fn parse(&self, value: &str) -> Result<Option<DateTime<Utc>>, String>;
+
+    /// The later instant `value` names when it is a local time in a DST fold (where
+    /// [`parse`](Self::parse) answers the earlier one); `None` when it names one instant.
+    fn later_in_fold(&self, _value: &str) -> Option<DateTime<Utc>> {
+        None
+    }
 }
 
 /// RFC 3339 dates (`2024-05-01T10:00:00Z`, `…+02:00`).
@@ -145,6 +159,8 @@ pub struct RecordReader {
     pub created_format: Box<dyn DateParser>,
     /// Path of the class field (ServiceNow `sys_class_name`), if any.
     pub class: Option<FieldPath>,
+    /// Path of the vendor's monotonic per-record version (ServiceNow `sys_mod_count`), if any.
+    pub revision: Option<FieldPath>,
 }
 
 impl RecordReader {
@@ -197,14 +213,27 @@ impl RecordReader {
                 }
             },
         };
+        let updated_later = self
+            .updated_format
+            .later_in_fold(&updated_text)
+            .filter(|later| *later > updated);
         let class = self
             .class
             .as_ref()
             .and_then(|p| p.get(&raw))
             .and_then(scalar_text);
+        // A version that does not read as a count is no proof of anything: ignored.
+        let revision = self
+            .revision
+            .as_ref()
+            .and_then(|p| p.get(&raw))
+            .and_then(scalar_text)
+            .and_then(|text| text.trim().parse::<u64>().ok());
         Ok(SourceRecord {
             id,
             updated,
+            updated_later,
+            revision,
             created,
             class,
             raw,
@@ -244,6 +273,7 @@ mod tests {
             created: Some(FieldPath::parse("created").unwrap()),
             created_format: Box::new(Rfc3339),
             class: None,
+            revision: Some(FieldPath::parse("rev").unwrap()),
         }
     }
 
@@ -267,6 +297,22 @@ mod tests {
         assert_eq!(r.id, "7");
         assert_eq!(r.updated.to_rfc3339(), "2024-05-01T08:00:00+00:00");
         assert_eq!(r.created, None);
+        assert_eq!((r.revision, r.updated_later), (None, None));
+    }
+
+    #[test]
+    fn reads_a_revision_only_when_it_is_a_count() {
+        let read = |rev: Value| {
+            reader()
+                .read(json!({"id": 1, "meta": {"updated": "2024-05-01T10:00:00Z"}, "rev": rev}))
+                .unwrap()
+                .revision
+        };
+        assert_eq!(read(json!("12")), Some(12));
+        assert_eq!(read(json!(7)), Some(7));
+        assert_eq!(read(json!("-1")), None);
+        assert_eq!(read(json!("many")), None);
+        assert_eq!(read(json!(null)), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use pollbus::contract::{PropertyValue, TraceContext};
-use pollbus::poll::PollError;
+use pollbus::poll::{PollError, Poller};
 use pollbus_testkit::scripted::{config, customer, Row};
 use pollbus_testkit::{t, Harness, SinkMode};
 
@@ -324,8 +324,67 @@ async fn unreadable_records_are_skipped_and_the_poll_goes_on() {
     assert_eq!((r.skipped, r.created), (3, 1), "{r:?}");
 }
 
+/// Polls with `poller` (a resource changed by hand) and drains the outbox.
+async fn poll_with(
+    rig: &Harness<pollbus_testkit::scripted::ScriptedSource>,
+    poller: &Poller,
+) -> pollbus::poll::PollReport {
+    let r = poller
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap();
+    rig.publisher().drain().await.unwrap();
+    r
+}
+
+fn with_rev(fields: serde_json::Value, rev: u64) -> serde_json::Value {
+    let mut fields = fields;
+    fields["rev"] = json!(rev);
+    fields
+}
+
 #[tokio::test]
-async fn stale_copies_are_ignored() {
+async fn stale_copies_are_ignored_when_a_revision_proves_them_older() {
+    let rig = Harness::scripted(config(100, "")).await;
+    let mut poller = rig.poller("customers");
+    let resource = std::sync::Arc::get_mut(&mut poller.resource).unwrap();
+    resource.reader.revision = Some(pollbus::record::FieldPath::parse("rev").unwrap());
+    rig.source.put(
+        "s",
+        "2024-06-01T10:00:00Z",
+        "2024-06-01T10:00:10Z",
+        with_rev(customer("A", "B"), 3),
+    );
+    poll_with(&rig, &poller).await;
+    // A lagging replica serves an older version within the overlap window: older or equal
+    // date, lower revision.
+    for date in ["2024-06-01T10:00:05Z", "2024-06-01T10:00:10Z"] {
+        rig.source.put(
+            "s",
+            "2024-06-01T10:00:00Z",
+            date,
+            with_rev(customer("Old", "B"), 2),
+        );
+        let r = poll_with(&rig, &poller).await;
+        assert_eq!((r.stale, r.messages()), (1, 0), "{date}: {r:?}");
+    }
+    // A later revision under an earlier date (another node's clock) is a real change.
+    rig.source.put(
+        "s",
+        "2024-06-01T10:00:00Z",
+        "2024-06-01T10:00:08Z",
+        with_rev(customer("New", "B"), 4),
+    );
+    let r = poll_with(&rig, &poller).await;
+    assert_eq!((r.updated, r.stale), (1, 0), "{r:?}");
+    assert_eq!(
+        rig.sink.summary(),
+        vec![(2, "s".into(), "FirstName".into())]
+    );
+}
+
+#[tokio::test]
+async fn an_update_dated_earlier_is_published_when_nothing_proves_it_older() {
     let rig = Harness::scripted(config(100, "")).await;
     rig.source.put(
         "s",
@@ -334,15 +393,90 @@ async fn stale_copies_are_ignored() {
         customer("A", "B"),
     );
     rig.cycle().await;
-    // A lagging replica serves an older version within the overlap window.
+    // Another vendor node, its clock 5 s behind, stamps the next change.
     rig.source.put(
         "s",
         "2024-06-01T10:00:00Z",
         "2024-06-01T10:00:05Z",
-        customer("Old", "B"),
+        customer("Skewed", "B"),
     );
     let r = rig.cycle().await;
-    assert_eq!((r.stale, r.messages()), (1, 0), "{r:?}");
+    assert_eq!((r.updated, r.stale), (1, 0), "{r:?}");
+    let stamps: Vec<String> = rig
+        .sink
+        .messages()
+        .iter()
+        .map(|m| m.body.timestamp.clone())
+        .collect();
+    assert_eq!(stamps.len(), 1);
+    assert_eq!(t(&stamps[0]), t("2024-06-01T10:00:05Z"));
+    // The overlap reads it again: nothing more.
+    let r = rig.cycle().await;
+    assert_eq!((r.messages(), r.unchanged), (0, 1), "{r:?}");
+    // The price without a revision: had that been a lagging replica, the current copy read
+    // next corrects the value with one more UPDATE.
+    rig.source.put(
+        "s",
+        "2024-06-01T10:00:00Z",
+        "2024-06-01T10:00:10Z",
+        customer("A", "B"),
+    );
+    let r = rig.cycle().await;
+    assert_eq!(r.updated, 1, "{r:?}");
+}
+
+#[tokio::test]
+async fn records_changed_while_the_baseline_is_read_are_published() {
+    let rig = Harness::scripted(config(2, "")).await;
+    for n in 1..=6 {
+        rig.source.put(
+            &n.to_string(),
+            "2024-01-01T00:00:00Z",
+            &format!("2024-01-0{n}T00:00:00Z"),
+            customer(&format!("n{n}"), "Oslo"),
+        );
+    }
+    // While page 2 is being fetched (the clock says 12:00): record 6, not read yet, and
+    // record 1, already remembered, change; record 7 is created.
+    let row = |id: &str, created: &str, updated: &str, name: &str| Row {
+        id: id.into(),
+        created: t(created),
+        updated: t(updated),
+        fields: customer(name, "Oslo"),
+        class: None,
+        visible: true,
+    };
+    rig.source.put_at_fetch(
+        2,
+        row("6", "2024-01-01T00:00:00Z", "2024-06-01T12:00:30Z", "six"),
+    );
+    rig.source.put_at_fetch(
+        2,
+        row("1", "2024-01-01T00:00:00Z", "2024-06-01T12:00:31Z", "one"),
+    );
+    rig.source.put_at_fetch(
+        2,
+        row("7", "2024-06-01T12:00:32Z", "2024-06-01T12:00:32Z", "seven"),
+    );
+    let r = rig.cycle().await;
+    assert_eq!(
+        (r.baseline, r.created, r.updated),
+        (5, 1, 2),
+        "records 1-5 are the baseline; 6, 1 and 7 changed during it: {r:?}"
+    );
+    let mut got = rig.sink.summary();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (1, "7".into(), "FirstName,City,Vip".into()),
+            (2, "1".into(), "FirstName".into()),
+            (2, "6".into(), "FirstName,City,Vip".into()),
+        ]
+    );
+    // The next poll (the overlap re-reads 1, 6 and 7) publishes nothing more.
+    let r = rig.cycle().await;
+    assert_eq!(r.messages(), 0, "{r:?}");
 }
 
 #[tokio::test]

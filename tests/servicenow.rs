@@ -144,7 +144,7 @@ async fn create_update_delete_with_exact_fields_and_values() {
         .unwrap();
     assert_eq!(
         req.param("sysparm_fields"),
-        Some("sys_id,sys_updated_on,sys_created_on,first_name,last_name,email,company,sys_updated_by,sys_class_name")
+        Some("sys_id,sys_updated_on,sys_created_on,first_name,last_name,email,company,sys_updated_by,sys_class_name,sys_mod_count")
     );
     assert!(req
         .param("sysparm_query")

@@ -65,6 +65,11 @@ trait VendorUnderTest: Sized + Send + Sync {
 /// The pollbus TOML for `vendor`: one source, resource `V::RESOURCE` → entity [`ENTITY`] with
 /// field `Name`, `on_behalf_of` [`ON_BEHALF_OF`], `initial = "emit"`, `max_attempts = 2`.
 fn toml<V: VendorUnderTest>(vendor: &V, page_size: u32) -> String {
+    toml_with(vendor, page_size, "emit")
+}
+
+/// [`toml`] with the resource's first poll as `initial` says (`emit` or `baseline`).
+fn toml_with<V: VendorUnderTest>(vendor: &V, page_size: u32, initial: &str) -> String {
     format!(
         r#"
 [[sources]]
@@ -79,7 +84,7 @@ max_attempts = 2
   name = "{}"
   entity = "{ENTITY}"
   on_behalf_of = {{ value = "{ON_BEHALF_OF}" }}
-  initial = "emit"
+  initial = "{initial}"
 {}
 "#,
         V::KIND,
@@ -378,8 +383,13 @@ struct Case<V> {
 
 impl<V: VendorUnderTest> Case<V> {
     async fn new(page_size: u32) -> Case<V> {
+        Self::with_initial(page_size, "emit").await
+    }
+
+    /// A case whose resource starts with `initial` (`emit` or `baseline`).
+    async fn with_initial(page_size: u32, initial: &str) -> Case<V> {
         let vendor = V::start().await;
-        let h = Harness::vendor(&toml(&vendor, page_size), t(NOW)).await;
+        let h = Harness::vendor(&toml_with(&vendor, page_size, initial), t(NOW)).await;
         Case { vendor, h }
     }
 
@@ -649,6 +659,84 @@ async fn every_message_follows_the_contract<V: VendorUnderTest>() {
     c.h.sink.assert_unique();
 }
 
+/// A change whose updated date is earlier than (or equal to) the one already seen — another
+/// vendor node's clock, a clock step — is still published, with the vendor's date; the overlap
+/// re-reading it publishes nothing more. (ServiceNow's `sys_mod_count` goes up with the change,
+/// so it does not prove the copy older.)
+async fn a_change_dated_earlier_is_still_published<V: VendorUnderTest>() {
+    let c = Case::<V>::new(10).await;
+    c.vendor.put(1, "one", Case::<V>::at(100));
+    c.vendor.put(2, "two", Case::<V>::at(100));
+    c.poll().await;
+    c.clear();
+    c.vendor.put(1, "one, skewed", Case::<V>::at(70));
+    c.vendor.put(2, "two, same second", Case::<V>::at(100));
+    c.poll().await;
+    c.assert_received(&[(Update, 1, "one, skewed"), (Update, 2, "two, same second")]);
+    let stamps: BTreeMap<String, DateTime<Utc>> =
+        c.h.sink
+            .messages()
+            .iter()
+            .map(|m| (m.body.id.clone(), m.body.timestamp.parse().unwrap()))
+            .collect();
+    assert_eq!(
+        stamps.get(&c.vendor.id(1)),
+        Some(&Case::<V>::at(70)),
+        "{}: the vendor's date",
+        V::SOURCE_SYSTEM
+    );
+    c.clear();
+    c.poll().await;
+    c.assert_received(&[]);
+}
+
+/// A record changed after a `baseline` first poll started — here between its first page and
+/// the rest, the first attempt failing there — is published as a first-seen UPDATE, not
+/// swallowed into the baseline; the records read before stay silent.
+async fn a_record_changed_mid_baseline_is_published<V: VendorUnderTest>() {
+    let c = Case::<V>::with_initial(2, "baseline").await;
+    for n in 1..=5 {
+        c.vendor
+            .put(n, &format!("n{n}"), Case::<V>::at(i64::from(n)));
+    }
+    c.vendor.fail_after_first_page();
+    assert!(
+        c.h.try_poll(V::RESOURCE).await.is_err(),
+        "{}: the first page only",
+        V::SOURCE_SYSTEM
+    );
+    c.vendor.heal();
+    // The vendor's clock, 30 s after the poll loop's.
+    c.vendor.put(5, "five", t(NOW) + Duration::seconds(30));
+    c.poll().await;
+    c.assert_received(&[(Update, 5, "five")]);
+    c.clear();
+    c.poll().await;
+    c.assert_received(&[]);
+}
+
+/// Revel's fall-back night (America/Los_Angeles, 2024-11-03): a record updated at 01:50 PDT and
+/// again at 01:20 PST — later, but an earlier local reading — gets its second change
+/// published, stamped with the PST instant, and once only.
+#[tokio::test]
+async fn revel_fall_back_night_publishes_the_second_change() {
+    let c = Case::<Revel>::new(10).await;
+    let pdt_0150 = t("2024-11-03T08:50:00Z");
+    let pst_0120 = t("2024-11-03T09:20:00Z");
+    c.vendor.put(1, "first", pdt_0150);
+    c.poll().await;
+    c.assert_received(&[(Create, 1, "first")]);
+    c.clear();
+    c.vendor.put(1, "second", pst_0120);
+    c.poll().await;
+    c.assert_received(&[(Update, 1, "second")]);
+    let stamp: DateTime<Utc> = c.h.sink.messages()[0].body.timestamp.parse().unwrap();
+    assert_eq!(stamp, pst_0120, "01:20 read as the instant after 01:50 PDT");
+    c.clear();
+    c.poll().await;
+    c.assert_received(&[]);
+}
+
 /// Runs every case against every vendor: one module per vendor, one test per case.
 macro_rules! conformance {
     (vendors: [$($vendor:ident => $ty:ty),* $(,)?], cases: $cases:tt) => {
@@ -680,5 +768,7 @@ conformance! {
         a_failed_page_keeps_the_cursor,
         restart_mid_resource,
         every_message_follows_the_contract,
+        a_change_dated_earlier_is_still_published,
+        a_record_changed_mid_baseline_is_published,
     ]
 }

@@ -21,6 +21,8 @@ use pollbus_testkit::t;
 fn snapshot(updated: &str, city: &str) -> Snapshot {
     Snapshot {
         updated: t(updated),
+        // every round trip below checks that the revision survives the store too
+        revision: Some(city.len() as u64),
         values: json!({"City": city}).as_object().unwrap().clone(),
     }
 }

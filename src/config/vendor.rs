@@ -28,6 +28,9 @@ pub struct VendorDefaults {
     pub page_size: u32,
     /// The field naming a record's class (parent/child de-duplication), if the vendor has one.
     pub class_field: Option<&'static str>,
+    /// A field the vendor bumps on every write (a revision counter), if it has one: it tells a
+    /// later copy of a record from an older one when their dates disagree.
+    pub revision_field: Option<&'static str>,
     /// Whether the vendor has a delete audit (`deletes = "audit"`).
     pub delete_audit: bool,
     /// Whether the source talks HTTP (needs `base_url`, takes `auth`).

@@ -50,7 +50,8 @@
 //!   2024-03-10 in Los Angeles is 03:30 PDT (10:30 UTC);
 //! - in a **fold** (fall back) it is the earlier instant: 01:30 on 2024-11-03 in Los Angeles is
 //!   01:30 PDT (08:30 UTC). For a poll cursor the earlier reading is the safe one: it re-reads a
-//!   little, it never skips.
+//!   little, it never skips. [`JavaDateFormat::later_in_fold`] answers the other (later) instant,
+//!   which change detection takes when the earlier would be older than what it already holds.
 //!
 //! A value with an offset (`X`, `Z`) or a zone name (`z`) uses that instead of the configured zone.
 //! A `z` field reads common abbreviations as the fixed offset they name (`PST` -08:00, `PDT`
@@ -225,6 +226,22 @@ impl Zone {
             .from_local_datetime(&local)
             .single()
             .map(|t| t.to_utc())
+    }
+
+    /// The later instant of a local time that a DST fold makes ambiguous (01:30 on 2024-11-03 in
+    /// Los Angeles: 01:30 PST, 09:30 UTC); `None` for a local time that names one instant.
+    pub fn later_in_fold(&self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self {
+            Zone::Named(tz) => match tz.offset_from_local_datetime(&local) {
+                LocalResult::Ambiguous(_, later) => later
+                    .fix()
+                    .from_local_datetime(&local)
+                    .single()
+                    .map(|t| t.to_utc()),
+                _ => None,
+            },
+            Zone::Utc | Zone::Fixed(_) => None,
+        }
     }
 
     /// The short name Java's `z` prints: `PST`/`PDT`, `UTC`, or `GMT-08:00` where the zone has no
@@ -667,6 +684,20 @@ impl JavaDateFormat {
             return Ok(None);
         }
         Ok(Some(instant))
+    }
+
+    /// The later instant `value` names when it is a local time in a DST fold (its zone has no
+    /// offset in the value); `None` when it names one instant or does not parse. [`parse`]
+    /// answers the earlier one.
+    ///
+    /// [`parse`]: Self::parse
+    pub fn later_in_fold(&self, value: &str, zone: &Zone) -> Option<DateTime<Utc>> {
+        let fields = self.parse_fields(value).ok()?;
+        match (fields.offset, &fields.zone) {
+            (Some(_), _) => None,
+            (None, Some(own)) => own.later_in_fold(fields.local),
+            (None, None) => zone.later_in_fold(fields.local),
+        }
     }
 
     fn resolve(

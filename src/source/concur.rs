@@ -56,6 +56,7 @@ pub const DEFAULTS: VendorDefaults = VendorDefaults {
     date_format: Some("yyyy-MM-dd'T'HH:mm:ss.SSS"),
     page_size: MAX_PAGE_SIZE,
     class_field: None,
+    revision_field: None,
     delete_audit: false,
     http: true,
     token_path: TOKEN_PATH,

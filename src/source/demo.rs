@@ -34,6 +34,7 @@ pub const DEFAULTS: VendorDefaults = VendorDefaults {
     date_format: None,
     page_size: 1000,
     class_field: None,
+    revision_field: None,
     delete_audit: false,
     http: false,
     token_path: "/oauth/token",

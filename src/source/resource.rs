@@ -74,6 +74,7 @@ impl Resource {
             )),
             created_format: parser(&dates.created_format, &dates.created_timezone),
             class: defaults.class_field.map(path),
+            revision: defaults.revision_field.map(path),
         };
         let on_behalf_of = match &r.on_behalf_of {
             Some(o) => match (&o.field, &o.value) {
@@ -144,5 +145,9 @@ impl DateParser for JavaDates {
         self.format
             .parse_optional(value, &self.zone)
             .map_err(|e| e.to_string())
+    }
+
+    fn later_in_fold(&self, value: &str) -> Option<DateTime<Utc>> {
+        self.format.later_in_fold(value, &self.zone)
     }
 }

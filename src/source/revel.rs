@@ -53,6 +53,7 @@ pub const DEFAULTS: VendorDefaults = VendorDefaults {
     date_format: Some(FILTER_FORMAT),
     page_size: 1000,
     class_field: None,
+    revision_field: None,
     delete_audit: false,
     http: true,
     token_path: "/oauth/token",

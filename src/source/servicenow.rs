@@ -45,6 +45,10 @@ pub const DEFAULT_HIERARCHY: &[(&str, &str)] = &[
     ("customer_account", "core_company"),
 ];
 
+/// Every record's modification count: it goes up by one with each update, so it proves a copy
+/// older where `sys_updated_on` (one node's clock, second precision) cannot.
+pub const REVISION_FIELD: &str = "sys_mod_count";
+
 /// The ServiceNow date format, UTC when display values are off.
 pub const DATE_FORMAT: &str = "yyyy-MM-dd HH:mm:ss";
 
@@ -61,6 +65,7 @@ pub const DEFAULTS: VendorDefaults = VendorDefaults {
     date_format: Some(DATE_FORMAT),
     page_size: 1000,
     class_field: Some(CLASS_FIELD),
+    revision_field: Some(REVISION_FIELD),
     delete_audit: true,
     http: true,
     token_path: "/oauth_token.do",
@@ -302,6 +307,7 @@ impl ServiceNowSource {
             fields.push(path.as_str());
         }
         fields.push(CLASS_FIELD);
+        fields.push(REVISION_FIELD);
         let mut unique: Vec<&str> = Vec::new();
         for f in fields {
             if !unique.contains(&f) {

@@ -106,13 +106,11 @@ fn nanos_of(d: Duration) -> i64 {
 }
 
 fn snapshot_from(updated: i64, fields: &str) -> Result<Snapshot, StoreError> {
-    Ok(Snapshot {
-        updated: from_nanos(updated),
-        values: serde_json::from_str(fields).map_err(|e| StoreError::Corrupt {
-            what: "snapshot",
-            detail: e.to_string(),
-        })?,
-    })
+    let fields = serde_json::from_str(fields).map_err(|e| StoreError::Corrupt {
+        what: "snapshot",
+        detail: e.to_string(),
+    })?;
+    Ok(Snapshot::from_stored(from_nanos(updated), fields))
 }
 
 fn message_from(text: &str) -> Result<Message, StoreError> {
@@ -352,7 +350,7 @@ impl PageStore for PgStore {
                 if last.get(id.as_str()) == Some(&i) {
                     ids.push(id.clone());
                     updated.push(to_nanos(s.updated));
-                    fields.push(serde_json::Value::Object(s.values.clone()).to_string());
+                    fields.push(s.stored_fields().to_string());
                 }
             }
             self.count(1);

@@ -103,13 +103,11 @@ async fn check_is_pollbus(path: &Path) -> Result<(), StoreError> {
 }
 
 fn snapshot_from(updated: i64, fields: &str) -> Result<Snapshot, StoreError> {
-    Ok(Snapshot {
-        updated: from_nanos(updated),
-        values: serde_json::from_str(fields).map_err(|e| StoreError::Corrupt {
-            what: "snapshot",
-            detail: e.to_string(),
-        })?,
-    })
+    let fields = serde_json::from_str(fields).map_err(|e| StoreError::Corrupt {
+        what: "snapshot",
+        detail: e.to_string(),
+    })?;
+    Ok(Snapshot::from_stored(from_nanos(updated), fields))
 }
 
 fn message_from(text: &str) -> Result<Message, StoreError> {
@@ -215,7 +213,7 @@ impl PageStore for SqliteStore {
                     .push_bind(&key.resource)
                     .push_bind(id)
                     .push_bind(to_nanos(s.updated))
-                    .push_bind(serde_json::to_string(&s.values).expect("values serialize"))
+                    .push_bind(s.stored_fields().to_string())
                     .push_bind(now);
             });
             insert.push(

@@ -476,6 +476,30 @@ fn dst_fold_resolves_to_the_earlier_instant() {
 }
 
 #[test]
+fn a_fold_also_offers_its_later_instant() {
+    let f = fmt("yyyy-MM-dd HH:mm:ss");
+    // 01:20 on fall-back night is 08:20 UTC (PDT) and, an hour later, 09:20 UTC (PST).
+    assert_eq!(
+        f.later_in_fold("2024-11-03 01:20:00", &la()),
+        Some(utc("2024-11-03T09:20:00Z"))
+    );
+    // one instant only: outside the fold, in a gap, with an offset, in a fixed zone
+    assert_eq!(f.later_in_fold("2024-11-03 00:59:59", &la()), None);
+    assert_eq!(f.later_in_fold("2024-11-03 02:00:00", &la()), None);
+    assert_eq!(f.later_in_fold("2024-03-10 02:30:00", &la()), None);
+    assert_eq!(
+        f.later_in_fold("2024-11-03 01:20:00", &zone("-08:00")),
+        None
+    );
+    let with_offset = fmt("yyyy-MM-dd HH:mm:ssXXX");
+    assert_eq!(
+        with_offset.later_in_fold("2024-11-03 01:20:00-07:00", &la()),
+        None
+    );
+    assert_eq!(f.later_in_fold("not a date", &la()), None);
+}
+
+#[test]
 fn sentinels_are_none_only_in_parse_optional() {
     let f = fmt("yyyy-MM-dd'T'HH:mm:ss.SSS");
     let pst = zone("PST");

@@ -45,6 +45,8 @@ pub struct ScriptedSource {
     fail_from: Mutex<Option<u32>>,
     /// Cancel this token when the fetch with the given call number starts.
     cancel_at: Mutex<Option<(u32, CancellationToken)>>,
+    /// Rows put when the fetch with the given call number starts.
+    put_at: Mutex<Vec<(u32, Row)>>,
     /// `list_ids` returns nothing (a broken listing).
     pub empty_listing: Mutex<bool>,
     /// Extra raw records returned verbatim on the next fetch (malformed input).
@@ -107,6 +109,12 @@ impl ScriptedSource {
         *self.cancel_at.lock().unwrap() = Some((call, token));
     }
 
+    /// Puts `row` when the fetch with call number `call` (1-based) starts: a change made while
+    /// a poll is under way, between its pages.
+    pub fn put_at_fetch(&self, call: u32, row: Row) {
+        self.put_at.lock().unwrap().push((call, row));
+    }
+
     fn record(row: &Row) -> Value {
         let mut v = row.fields.clone();
         v["id"] = json!(row.id);
@@ -139,6 +147,15 @@ impl Source for ScriptedSource {
             if *at == call {
                 stop.cancel();
             }
+        }
+        let due: Vec<Row> = {
+            let mut pending = self.put_at.lock().unwrap();
+            let (due, later) = pending.drain(..).partition(|(at, _)| *at == call);
+            *pending = later;
+            due.into_iter().map(|(_, row)| row).collect()
+        };
+        for row in due {
+            self.put_row(row);
         }
         if self
             .fail_from
