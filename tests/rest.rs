@@ -251,3 +251,46 @@ fn template_and_paging_problems_are_config_errors_naming_the_resource() {
         "{err}"
     );
 }
+
+/// A token endpoint that answers every request with a 200 JSON body of `size` bytes, no
+/// `Content-Length` (the body ends when the connection closes). Returns its URL.
+async fn oversized_token_endpoint(size: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = conn.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+                let pad = "a".repeat(size.saturating_sub(40));
+                let body = format!(r#"{{"access_token":"t","pad":"{pad}"}}"#);
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(body.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_oversized_token_response_is_refused_naming_the_cap() {
+    let api = RestSim::start().await;
+    let token_url = oversized_token_endpoint(8 * 1024 * 1024).await;
+    let oauth = format!(
+        r#"auth = {{ kind = "oauth2", grant = "client_credentials", token_url = "{token_url}", client_id = "c", client_secret = "client-secret-value" }}"#
+    );
+    let toml = config(api.base_url(), 10, r#"{ kind = "none" }"#, "", "").replace(
+        r#"auth = { kind = "bearer", token = "sage-token" }"#,
+        &oauth,
+    );
+    let h = Harness::vendor(&toml, t("2024-06-01T12:00:00Z")).await;
+    let err = h.try_poll("customers").await.unwrap_err().to_string();
+    assert!(
+        err.contains("token response exceeds the 65536 byte limit"),
+        "{err}"
+    );
+    assert!(!err.contains("client-secret-value"), "{err}");
+}

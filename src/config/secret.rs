@@ -45,9 +45,47 @@ pub enum SecretError {
         /// The operating system's reason.
         reason: String,
     },
+    /// The file is larger than any secret ([`MAX_SECRET_FILE_BYTES`]): probably the wrong file.
+    #[error("secret file {path} is larger than the {cap} byte limit for a secret")]
+    TooLarge {
+        /// The file named by the reference.
+        path: String,
+        /// The limit.
+        cap: u64,
+    },
     /// The reference is empty.
     #[error("empty secret")]
     Empty,
+}
+
+/// The most a `${file:}` secret may hold: keys, tokens and certificates are far smaller; a larger
+/// file is a mistake (a log, a device) and is refused before it is read into memory.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads a secret file, at most [`MAX_SECRET_FILE_BYTES`] of it.
+fn read_capped(path: &str) -> Result<String, SecretError> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| SecretError::File {
+        path: path.to_string(),
+        reason: e.kind().to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    // One byte more than the cap tells a file at the cap from a larger one, without reading it
+    // all (a FIFO or a device has no length to check first).
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(SecretError::TooLarge {
+            path: path.to_string(),
+            cap: MAX_SECRET_FILE_BYTES,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| SecretError::File {
+        path: path.to_string(),
+        reason: "not UTF-8 text".into(),
+    })
 }
 
 impl Secret {
@@ -84,10 +122,7 @@ impl Secret {
                 std::env::var(name).map_err(|_| SecretError::EnvUnset(name.clone()))?
             }
             SecretRef::File(path) => {
-                let mut text = std::fs::read_to_string(path).map_err(|e| SecretError::File {
-                    path: path.clone(),
-                    reason: e.kind().to_string(),
-                })?;
+                let mut text = read_capped(path)?;
                 if text.ends_with('\n') {
                     text.pop();
                     if text.ends_with('\r') {
@@ -199,5 +234,27 @@ mod tests {
             err.starts_with("cannot read secret file /nonexistent/pollbus"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn file_reference_larger_than_the_cap_is_refused_naming_file_and_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let at_cap = dir.path().join("at-cap");
+        std::fs::write(&at_cap, "k".repeat(MAX_SECRET_FILE_BYTES as usize)).unwrap();
+        let mut s = Secret::from_reference(&format!("${{file:{}}}", at_cap.display()));
+        s.resolve().unwrap();
+        assert_eq!(s.expose().len() as u64, MAX_SECRET_FILE_BYTES);
+        let big = dir.path().join("big");
+        std::fs::write(&big, "k".repeat(MAX_SECRET_FILE_BYTES as usize + 1)).unwrap();
+        let mut s = Secret::from_reference(&format!("${{file:{}}}", big.display()));
+        let err = s.resolve().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "secret file {} is larger than the 65536 byte limit for a secret",
+                big.display()
+            )
+        );
+        assert!(!err.contains("kkkk"), "no content in the error: {err}");
     }
 }

@@ -287,6 +287,10 @@ fn token_lifetime(value: Option<&Value>) -> Lifetime {
     }
 }
 
+/// The most a token endpoint's response may hold: a token response is a few kilobytes; more
+/// is refused rather than buffered (a hostile or broken endpoint cannot exhaust memory).
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+
 /// Refresh this long before the access token expires.
 const EXPIRY_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 
@@ -652,10 +656,27 @@ impl OAuth2 {
                 "HTTP {status} redirecting to {location:?}; token requests follow no redirect, so the client secret and tokens were sent nowhere else — configure the final token URL"
             )));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| unavailable(format!("reading the body failed: {}", e.without_url())))?;
+        let mut response = response;
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_TOKEN_RESPONSE_BYTES {
+                        return Err(unavailable(format!(
+                            "token response exceeds the {MAX_TOKEN_RESPONSE_BYTES} byte limit"
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(unavailable(format!(
+                        "reading the body failed: {}",
+                        e.without_url()
+                    )))
+                }
+            }
+        }
         if !(200..300).contains(&status) {
             let message = super::vendor_error_message(&body).unwrap_or_else(|| "no details".into());
             if status >= 500 {
