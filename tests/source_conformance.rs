@@ -737,6 +737,46 @@ async fn revel_fall_back_night_publishes_the_second_change() {
     c.assert_received(&[]);
 }
 
+/// ServiceNow proves a copy older with `sys_mod_count`: a lagging node serving the previous
+/// copy (lower count, date not newer) publishes nothing, while a later change stamped with an
+/// earlier date by a skewed node (higher count) is published.
+#[tokio::test]
+async fn servicenow_mod_count_tells_a_stale_copy_from_a_skewed_change() {
+    let c = Case::<ServiceNow>::new(10).await;
+    let table = ServiceNow::RESOURCE;
+    let id = c.vendor.id(1);
+    c.vendor.put(1, "first", Case::<ServiceNow>::at(0)); // sys_mod_count 0
+    c.vendor.put(1, "second", Case::<ServiceNow>::at(100)); // 1
+    c.poll().await;
+    c.assert_received(&[(Update, 1, "second")]);
+    c.clear();
+    // the previous copy, as a lagging node serves it, dated within the overlap
+    for date in [Case::<ServiceNow>::at(70), Case::<ServiceNow>::at(100)] {
+        c.vendor.sim.update(
+            table,
+            &id,
+            json!({"name": "first", "sys_updated_on": glide(date), "sys_mod_count": "0"}),
+        );
+        c.poll().await;
+        c.assert_received(&[]);
+    }
+    // the current copy again, then a change whose node clock is 50 s behind
+    c.vendor.sim.update(
+        table,
+        &id,
+        json!({"name": "second", "sys_updated_on": glide(Case::<ServiceNow>::at(100)), "sys_mod_count": "1"}),
+    );
+    c.poll().await;
+    c.assert_received(&[]);
+    c.vendor.sim.update(
+        table,
+        &id,
+        json!({"name": "third", "sys_updated_on": glide(Case::<ServiceNow>::at(50)), "sys_mod_count": "2"}),
+    );
+    c.poll().await;
+    c.assert_received(&[(Update, 1, "third")]);
+}
+
 /// Runs every case against every vendor: one module per vendor, one test per case.
 macro_rules! conformance {
     (vendors: [$($vendor:ident => $ty:ty),* $(,)?], cases: $cases:tt) => {
