@@ -145,9 +145,11 @@ pub struct Detection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// The resource's first poll, taking its silent baseline. `changed_since` is when that poll
-    /// started, less the overlap (room for the vendor's clock running behind ours): a record
-    /// first seen with an updated date at or after it changed while the baseline was being
-    /// read (a 1M-row baseline takes many minutes) and is published, not swallowed.
+    /// started: a record first seen with an updated date at or after it changed while the
+    /// baseline was being read (a 1M-row baseline takes many minutes) and is published, not
+    /// swallowed. The vendor's dates are compared with pollbus's clock: a vendor clock running
+    /// behind by some seconds can hide a change made in the baseline's first seconds; one
+    /// running ahead publishes a few records changed just before it (harmless).
     Baseline {
         /// Records updated at or after this instant are published as first seen.
         changed_since: DateTime<Utc>,

@@ -9,8 +9,7 @@
 //! page of a poll.
 //!
 //! **The first poll.** With `initial = "baseline"` the first poll remembers records silently,
-//! except those updated after it started (less the overlap): they changed while the baseline
-//! was being read and are published as first seen (see [`crate::detect::Phase`]).
+//! except those updated after it started: they changed while the baseline was being read and are published as first seen (see [`crate::detect::Phase`]).
 //!
 //! **Deletes.** With `deletes = "audit"` the vendor's delete audit is read after the records;
 //! with `"reconcile"` all ids are listed every `reconcile_interval` and known ids that are gone
@@ -238,11 +237,7 @@ impl Poller {
         let phase = if !state.baseline_done && self.resource.config.initial == InitialMode::Baseline
         {
             Phase::Baseline {
-                changed_since: self
-                    .clock
-                    .now()
-                    .checked_sub_signed(overlap)
-                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
+                changed_since: self.clock.now(),
             }
         } else {
             Phase::Steady
