@@ -230,7 +230,6 @@ impl Poller {
         stop: &CancellationToken,
         report: &mut PollReport,
     ) -> Result<(), PollError> {
-        let overlap = chrono::Duration::from_std(self.resource.overlap).unwrap_or_default();
         // Records updated after the baseline started changed while it was being read: they
         // are published, not swallowed. A baseline resumed after a restart counts from the
         // resumed poll's start.
