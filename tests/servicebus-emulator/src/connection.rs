@@ -114,6 +114,9 @@ struct Session {
     /// Next-available-session attaches waiting for a session, with their deadlines.
     pending: Vec<(Attach, Instant)>,
     unsettled: HashMap<u32, Unsettled>,
+    /// Remote handles we detached on our own (decode error, oversize, expired token) whose
+    /// detach the client has not answered yet: frames still in flight on them are dropped.
+    detached: std::collections::HashSet<u32>,
 }
 
 /// Errors that end a connection.
@@ -324,7 +327,19 @@ impl Connection {
             return Ok(true); // heartbeat
         }
         let channel = frame.channel;
-        let (perf, payload) = codec::decode_performative(frame.body)?;
+        let (perf, payload) = match codec::decode_performative(frame.body) {
+            Ok(decoded) => decoded,
+            Err(CodecError::Performative {
+                code,
+                value,
+                reason,
+            }) => {
+                return self
+                    .on_undecodable(channel, code, value.as_deref(), reason)
+                    .await
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::trace!(peer = %self.peer, channel, ?perf, "frame in");
         match perf {
             Performative::Open(open) => self.on_open(open).await?,
@@ -391,6 +406,7 @@ impl Connection {
             links: HashMap::new(),
             pending: Vec::new(),
             unsettled: HashMap::new(),
+            detached: Default::default(),
         };
         self.sessions.insert(channel, session);
         tracing::debug!(peer = %self.peer, channel, "session begun");
@@ -471,10 +487,11 @@ impl Connection {
     ) -> Result<(), ConnectionError> {
         let remote_handle = attach.handle.0;
         let Some(session) = self.sessions.get_mut(&channel) else {
-            return Err(ConnectionError::Protocol(
-                "attach on unknown channel".into(),
-            ));
+            // A session we ended (e.g. on a decode error) may still have frames in flight.
+            tracing::debug!(peer = %self.peer, channel, link = %attach.name, "attach on a channel without a session ignored");
+            return Ok(());
         };
+        session.detached.remove(&remote_handle);
         // The lowest handle not in use keeps us within the client's handle-max.
         let used: std::collections::HashSet<u32> =
             session.links.values().map(|l| l.local_handle).collect();
@@ -864,9 +881,19 @@ impl Connection {
         };
         let remote_handle = t.handle.0;
         let Some(l) = s.links.get_mut(&remote_handle) else {
-            return Err(ConnectionError::Protocol(
-                "transfer on unknown handle".into(),
-            ));
+            if s.detached.contains(&remote_handle) {
+                return Ok(()); // in flight before the client saw our detach
+            }
+            tracing::warn!(peer = %self.peer, channel, handle = remote_handle, "transfer on an unattached handle; ending the session");
+            self.end_session(
+                channel,
+                err(
+                    "amqp:session:unattached-handle",
+                    format!("handle {remote_handle} is not attached"),
+                ),
+            )
+            .await?;
+            return Ok(());
         };
         // Reassemble multi-frame deliveries; an oversize delivery is discarded frame by frame
         // (its size is still counted) and refused once its last frame has arrived.
@@ -889,6 +916,7 @@ impl Connection {
             let local = l.local_handle;
             let max = l.max_message_size;
             s.links.remove(&remote_handle);
+            s.detached.insert(remote_handle);
             let ch = s.local_channel;
             let delivery_id = first.delivery_id.unwrap_or(0);
             tracing::debug!(peer = %self.peer, size, max, "message too large; detaching link");
@@ -969,10 +997,19 @@ impl Connection {
                     Err(e) => Err(e),
                 };
                 match reply {
-                    Ok(r) => self.route_reply(channel, remote_handle, Some(r)).await?,
-                    Err(e) => tracing::debug!(error = %e, "undecodable management request"),
+                    Ok(r) => {
+                        self.route_reply(channel, remote_handle, Some(r)).await?;
+                        Some(DeliveryState::Accepted(Accepted {}))
+                    }
+                    Err(e) => {
+                        // Without its message-id the request cannot be answered; refusing the
+                        // delivery tells the client at once instead of at its timeout.
+                        tracing::warn!(peer = %self.peer, error = %e, "undecodable management request rejected");
+                        Some(DeliveryState::Rejected(Rejected {
+                            error: Some(err("amqp:decode-error", e.to_string())),
+                        }))
+                    }
                 }
-                Some(DeliveryState::Accepted(Accepted {}))
             }
             _ => None,
         };
@@ -1148,6 +1185,7 @@ impl Connection {
             let Some(l) = s.links.remove(&handle) else {
                 continue;
             };
+            s.detached.insert(handle);
             s.unsettled.retain(|_, u| u.remote_handle != handle);
             let ch = s.local_channel;
             self.broker.release_owner(l.owner);
@@ -1232,6 +1270,7 @@ impl Connection {
                         | Err(e @ BrokerError::NotFound(_)) => {
                             let local = l.local_handle;
                             s.links.remove(&remote_handle);
+                            s.detached.insert(remote_handle);
                             let detach = Detach {
                                 handle: Handle(local),
                                 closed: true,
@@ -1418,11 +1457,197 @@ impl Connection {
         Ok(())
     }
 
+    /// Detaches a link on our own initiative with `error`; frames still in flight on it are
+    /// dropped until the client answers.
+    async fn detach_link(
+        &mut self,
+        channel: u16,
+        remote_handle: u32,
+        error: definitions::Error,
+    ) -> Result<(), ConnectionError> {
+        let Some(s) = self.sessions.get_mut(&channel) else {
+            return Ok(());
+        };
+        let Some(l) = s.links.remove(&remote_handle) else {
+            return Ok(());
+        };
+        s.detached.insert(remote_handle);
+        s.unsettled.retain(|_, u| u.remote_handle != remote_handle);
+        let ch = s.local_channel;
+        self.broker.release_owner(l.owner);
+        tracing::debug!(peer = %self.peer, link = %l.name, condition = ?error.condition, "detaching link");
+        let detach = Detach {
+            handle: Handle(l.local_handle),
+            closed: true,
+            error: Some(error),
+        };
+        self.send(ch, &detach).await
+    }
+
+    /// Ends a session on our own initiative with `error`; the connection and its other
+    /// sessions stay up.
+    async fn end_session(
+        &mut self,
+        channel: u16,
+        error: definitions::Error,
+    ) -> Result<(), ConnectionError> {
+        let Some(s) = self.sessions.remove(&channel) else {
+            return Ok(());
+        };
+        for l in s.links.values() {
+            self.broker.release_owner(l.owner);
+        }
+        tracing::debug!(peer = %self.peer, channel, condition = ?error.condition, "ending session");
+        self.send(s.local_channel, &End { error: Some(error) })
+            .await
+    }
+
+    /// Answers a performative that could not be mapped (AMQP 1.0 §2.8.15 `decode-error`) at the
+    /// narrowest scope the spec allows: the link it names (detach with error), else its session
+    /// (end with error); only an undecodable open or close, or a frame outside any session,
+    /// closes the connection. Returns false when the connection is closed.
+    async fn on_undecodable(
+        &mut self,
+        channel: u16,
+        code: Option<u64>,
+        value: Option<&Value>,
+        reason: String,
+    ) -> Result<bool, ConnectionError> {
+        use crate::normalize::{list_bool, list_str, list_uint};
+        let what = code.map(performative_name).unwrap_or("frame");
+        tracing::warn!(peer = %self.peer, channel, performative = what, %reason, "undecodable performative answered with amqp:decode-error");
+        let e = err(
+            "amqp:decode-error",
+            format!("cannot decode the {what} frame: {reason}"),
+        );
+        let field = |i: usize| value.and_then(|v| list_uint(v, i));
+        let in_session = self.sessions.contains_key(&channel);
+        match code {
+            Some(0x10) | Some(0x18) => {
+                self.close(Some(e)).await?;
+                return Ok(false);
+            }
+            Some(0x11) => {
+                // Begin: answer with a begin and an end carrying the error (§2.5.5).
+                let _ = self.sessions.remove(&channel);
+                let reply = Begin {
+                    remote_channel: Some(channel),
+                    next_outgoing_id: 1,
+                    incoming_window: 0,
+                    outgoing_window: 0,
+                    handle_max: Handle(0),
+                    offered_capabilities: None,
+                    desired_capabilities: None,
+                    properties: None,
+                };
+                self.send(channel, &reply).await?;
+                self.send(channel, &End { error: Some(e) }).await?;
+                return Ok(true);
+            }
+            _ if !in_session => {
+                self.close(Some(e)).await?;
+                return Ok(false);
+            }
+            Some(0x12) => {
+                let name = value.and_then(|v| list_str(v, 0));
+                let handle = field(1);
+                let role = value.and_then(|v| list_bool(v, 2));
+                if let (Some(name), Some(handle), Some(role)) = (name, handle, role) {
+                    let Some(s) = self.sessions.get(&channel) else {
+                        return Ok(true);
+                    };
+                    let used: std::collections::HashSet<u32> =
+                        s.links.values().map(|l| l.local_handle).collect();
+                    let local = (0..).find(|h| !used.contains(h)).unwrap_or(0);
+                    let attach = Attach {
+                        name,
+                        handle: Handle(handle),
+                        role: if role { Role::Receiver } else { Role::Sender },
+                        snd_settle_mode: SenderSettleMode::Mixed,
+                        rcv_settle_mode: definitions::ReceiverSettleMode::First,
+                        source: None,
+                        target: None,
+                        unsettled: None,
+                        incomplete_unsettled: false,
+                        initial_delivery_count: None,
+                        max_message_size: None,
+                        offered_capabilities: None,
+                        desired_capabilities: None,
+                        properties: None,
+                    };
+                    self.refuse_attach(channel, attach, local, e).await?;
+                    return Ok(true);
+                }
+            }
+            Some(0x13) | Some(0x14) | Some(0x16) => {
+                if code == Some(0x14) {
+                    if let Some(s) = self.sessions.get_mut(&channel) {
+                        s.next_incoming_id = s.next_incoming_id.wrapping_add(1);
+                    }
+                }
+                let handle = if code == Some(0x13) {
+                    field(4)
+                } else {
+                    field(0)
+                };
+                let attached = handle.filter(|h| {
+                    self.sessions
+                        .get(&channel)
+                        .is_some_and(|s| s.links.contains_key(h) || s.detached.contains(h))
+                });
+                if let Some(h) = attached {
+                    let answered = code == Some(0x16)
+                        && self
+                            .sessions
+                            .get_mut(&channel)
+                            .is_some_and(|s| s.detached.remove(&h));
+                    if !answered {
+                        self.detach_link(channel, h, e).await?;
+                    }
+                    return Ok(true);
+                }
+                // A session-level flow, or a handle we cannot read: the session ends below.
+            }
+            Some(0x15) => {
+                // Disposition: the links whose deliveries it names are detached.
+                let first = field(1);
+                let last = field(2).or(first);
+                if let (Some(first), Some(last)) = (first, last) {
+                    let handles: std::collections::BTreeSet<u32> = self
+                        .sessions
+                        .get(&channel)
+                        .map(|s| {
+                            s.unsettled
+                                .iter()
+                                .filter(|(id, _)| {
+                                    id.wrapping_sub(first) <= last.wrapping_sub(first)
+                                })
+                                .map(|(_, u)| u.remote_handle)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if !handles.is_empty() {
+                        for h in handles {
+                            self.detach_link(channel, h, e.clone()).await?;
+                        }
+                        return Ok(true);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.end_session(channel, e).await?;
+        Ok(true)
+    }
+
     async fn on_detach(&mut self, channel: u16, d: Detach) -> Result<(), ConnectionError> {
         let Some(s) = self.sessions.get_mut(&channel) else {
             return Ok(());
         };
         let ch = s.local_channel;
+        if s.detached.remove(&d.handle.0) {
+            return Ok(()); // the client answers a detach we sent
+        }
         if let Some(l) = s.links.remove(&d.handle.0) {
             tracing::debug!(peer = %self.peer, link = %l.name, error = ?d.error, "detach");
             self.broker.release_owner(l.owner);
@@ -1448,6 +1673,22 @@ impl Connection {
             return self.refuse_attach(channel, attach, local, e).await;
         }
         Ok(())
+    }
+}
+
+/// The performative a descriptor code names, for logs and error descriptions.
+fn performative_name(code: u64) -> &'static str {
+    match code {
+        0x10 => "open",
+        0x11 => "begin",
+        0x12 => "attach",
+        0x13 => "flow",
+        0x14 => "transfer",
+        0x15 => "disposition",
+        0x16 => "detach",
+        0x17 => "end",
+        0x18 => "close",
+        _ => "unknown",
     }
 }
 

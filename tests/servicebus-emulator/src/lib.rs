@@ -19,6 +19,7 @@ pub mod config;
 pub mod connection;
 pub mod management;
 pub mod message;
+pub mod normalize;
 pub mod rules;
 pub mod sas;
 pub mod server;

@@ -375,3 +375,60 @@ pub fn handle(broker: &Broker, entity: &EntityRef, request: &AmqpMessage, body: 
     };
     result.unwrap_or_else(|e| Reply::error(&e))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Request bodies in the encodings clients choose.
+    use super::*;
+
+    #[test]
+    fn amqp_value_body_with_numeric_or_symbolic_descriptor() {
+        for descriptor in [
+            Descriptor::Code(0x77),
+            Descriptor::Name("amqp:amqp-value:*".into()),
+        ] {
+            let body = serde_amqp::to_vec(&Value::Described(Box::new(Described {
+                descriptor,
+                value: Value::String("token".into()),
+            })))
+            .unwrap();
+            let msg = AmqpMessage {
+                body,
+                ..Default::default()
+            };
+            assert_eq!(body_value(&msg).unwrap(), Value::String("token".into()));
+        }
+    }
+
+    #[test]
+    fn map_keys_strings_or_symbols_and_numbers_of_any_width() {
+        let mut m = OrderedMap::new();
+        m.insert(Value::Symbol("from-sequence-number".into()), Value::Uint(5));
+        m.insert(Value::String("message-count".into()), Value::Ubyte(2));
+        m.insert(
+            Value::String("lock-tokens".into()),
+            Value::List(vec![Value::String(
+                "11111111-2222-3333-4444-555555555555".into(),
+            )]),
+        );
+        let body = Value::Map(m);
+        assert_eq!(
+            map_get(&body, "from-sequence-number").and_then(as_i64),
+            Some(5)
+        );
+        assert_eq!(map_get(&body, "message-count").and_then(as_i64), Some(2));
+        let tokens: Vec<Uuid> = items(map_get(&body, "lock-tokens"))
+            .into_iter()
+            .filter_map(as_uuid)
+            .collect();
+        assert_eq!(tokens.len(), 1);
+        // A single value where an array is expected, and a uuid in either binary byte order.
+        let one = Value::Uuid(serde_amqp::primitives::Uuid::from([7; 16]));
+        assert_eq!(items(Some(&one)).len(), 1);
+        assert!(as_uuid(&Value::Binary(vec![7; 16].into())).is_some());
+        assert_eq!(
+            as_str(&Value::Symbol("completed".into())),
+            Some("completed")
+        );
+    }
+}

@@ -35,6 +35,19 @@ fn malformed(e: impl std::fmt::Display) -> CodecError {
     CodecError::Malformed(e.to_string())
 }
 
+/// Decodes a header or properties section, normalizing client-chosen alternative encodings
+/// (a string content-type, another integer width for ttl, …) when the strict decode fails.
+fn decode_section<T: serde::de::DeserializeOwned>(section: &[u8]) -> Result<T, CodecError> {
+    match serde_amqp::from_slice(section) {
+        Ok(v) => Ok(v),
+        Err(strict) => {
+            let generic: Value = serde_amqp::from_slice(section).map_err(malformed)?;
+            let bytes = serde_amqp::to_vec(&crate::normalize::normalize(generic))?;
+            serde_amqp::from_slice(&bytes).map_err(|e| malformed(format!("{strict}; {e}")))
+        }
+    }
+}
+
 fn described_map(bytes: &[u8]) -> Result<OrderedMap<Value, Value>, CodecError> {
     match serde_amqp::from_slice::<Value>(bytes).map_err(malformed)? {
         Value::Described(d) => match d.value {
@@ -67,12 +80,12 @@ impl AmqpMessage {
             rest = tail;
             match descriptor_code(section) {
                 Some(HEADER) => {
-                    msg.header = Some(serde_amqp::from_slice(section).map_err(malformed)?);
+                    msg.header = Some(decode_section(section)?);
                 }
                 Some(DELIVERY_ANNOTATIONS) => {}
                 Some(MESSAGE_ANNOTATIONS) => msg.annotations = described_map(section)?,
                 Some(PROPERTIES) => {
-                    msg.properties = Some(serde_amqp::from_slice(section).map_err(malformed)?);
+                    msg.properties = Some(decode_section(section)?);
                 }
                 Some(APPLICATION_PROPERTIES) => {
                     msg.application_properties = Some(described_map(section)?);
@@ -256,5 +269,169 @@ pub fn message_id_string(id: &MessageId) -> String {
         MessageId::Ulong(n) => n.to_string(),
         MessageId::Uuid(u) => uuid::Uuid::from_bytes(*u.as_inner()).to_string(),
         MessageId::Binary(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Alternative encodings of message sections a client may choose.
+    use super::*;
+
+    fn section(descriptor: Descriptor, value: Value) -> Vec<u8> {
+        serde_amqp::to_vec(&Value::Described(Box::new(Described { descriptor, value }))).unwrap()
+    }
+
+    fn map(entries: Vec<(Value, Value)>) -> Value {
+        let mut m = OrderedMap::new();
+        for (k, v) in entries {
+            m.insert(k, v);
+        }
+        Value::Map(m)
+    }
+
+    #[test]
+    fn symbolic_section_descriptors() {
+        let mut bytes = section(
+            Descriptor::Name("amqp:header:list".into()),
+            Value::List(vec![Value::Bool(true)]),
+        );
+        bytes.extend(section(
+            Descriptor::Name("amqp:message-annotations:map".into()),
+            map(vec![(Value::Symbol("x-opt-a".into()), Value::Int(1))]),
+        ));
+        bytes.extend(section(
+            Descriptor::Name("amqp:properties:list".into()),
+            Value::List(vec![Value::String("id-1".into())]),
+        ));
+        bytes.extend(section(
+            Descriptor::Name("amqp:application-properties:map".into()),
+            map(vec![(Value::String("k".into()), Value::Long(5))]),
+        ));
+        bytes.extend(section(
+            Descriptor::Name("amqp:data:binary".into()),
+            Value::Binary(b"body".to_vec().into()),
+        ));
+        let m = AmqpMessage::decode(&bytes).unwrap();
+        assert!(m.header.as_ref().unwrap().durable);
+        assert_eq!(m.annotation("x-opt-a"), Some(&Value::Int(1)));
+        assert_eq!(m.message_id().as_deref(), Some("id-1"));
+        assert_eq!(m.application_property("k"), Some(&Value::Long(5)));
+        assert_eq!(m.body_data(), b"body");
+    }
+
+    #[test]
+    fn descriptor_codes_as_ulong() {
+        let bytes = section(Descriptor::Code(0x75), Value::Binary(b"x".to_vec().into()));
+        assert_eq!(&bytes[..3], &[0x00, 0x53, 0x75]);
+        let mut long = vec![0x00, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x75];
+        long.extend_from_slice(&bytes[3..]);
+        assert_eq!(AmqpMessage::decode(&long).unwrap().body_data(), b"x");
+    }
+
+    #[test]
+    fn properties_and_header_with_neighbouring_types() {
+        // content-type and content-encoding as strings, group-sequence as ulong, to as symbol;
+        // header priority as uint, ttl as ulong, delivery-count as int.
+        let mut bytes = section(
+            Descriptor::Code(0x70),
+            Value::List(vec![
+                Value::Bool(false),
+                Value::Uint(4),
+                Value::Ulong(60_000),
+                Value::Bool(false),
+                Value::Int(2),
+            ]),
+        );
+        bytes.extend(section(
+            Descriptor::Code(0x73),
+            Value::List(vec![
+                Value::Ulong(42),
+                Value::Null,
+                Value::Symbol("orders".into()),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::String("application/json".into()),
+                Value::String("utf-8".into()),
+                Value::Null,
+                Value::Null,
+                Value::String("session-1".into()),
+                Value::Ulong(3),
+            ]),
+        ));
+        let m = AmqpMessage::decode(&bytes).unwrap();
+        let h = m.header.clone().unwrap();
+        assert_eq!(
+            (h.priority.0, h.ttl, h.delivery_count),
+            (4, Some(60_000), 2)
+        );
+        let p = m.properties.clone().unwrap();
+        assert_eq!(m.message_id().as_deref(), Some("42"));
+        assert_eq!(p.to.as_deref(), Some("orders"));
+        assert_eq!(
+            p.content_type.as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(p.group_sequence, Some(3));
+        assert_eq!(m.session_id(), Some("session-1"));
+    }
+
+    #[test]
+    fn message_ids_of_every_type() {
+        for (id, text) in [
+            (Value::String("s".into()), "s"),
+            (Value::Ulong(7), "7"),
+            (
+                Value::Uuid(serde_amqp::primitives::Uuid::from([0x11; 16])),
+                "11111111-1111-1111-1111-111111111111",
+            ),
+            (Value::Binary(vec![0xab, 0x01].into()), "ab01"),
+        ] {
+            let bytes = section(Descriptor::Code(0x73), Value::List(vec![id]));
+            assert_eq!(
+                AmqpMessage::decode(&bytes).unwrap().message_id().as_deref(),
+                Some(text)
+            );
+        }
+    }
+
+    #[test]
+    fn keys_and_bodies_of_every_kind() {
+        // Application properties and annotations keyed by string or symbol; empty (null) maps;
+        // amqp-value and amqp-sequence bodies and a footer kept byte for byte.
+        let mut bytes = section(
+            Descriptor::Code(0x72),
+            map(vec![(Value::String("x-opt-s".into()), Value::Bool(true))]),
+        );
+        bytes.extend(section(
+            Descriptor::Code(0x74),
+            map(vec![(Value::Symbol("sym".into()), Value::Int(1))]),
+        ));
+        bytes.extend(section(Descriptor::Code(0x71), Value::Null));
+        let mut body = section(Descriptor::Code(0x77), Value::String("v".into()));
+        body.extend(section(
+            Descriptor::Code(0x76),
+            Value::List(vec![Value::Int(1)]),
+        ));
+        body.extend(section(Descriptor::Code(0x78), map(vec![])));
+        bytes.extend(&body);
+        let m = AmqpMessage::decode(&bytes).unwrap();
+        assert_eq!(m.annotation("x-opt-s"), Some(&Value::Bool(true)));
+        assert_eq!(m.application_property("sym"), Some(&Value::Int(1)));
+        assert_eq!(m.body, body);
+        assert!(m.body_data().is_empty());
+        let empty = section(Descriptor::Code(0x74), Value::Null);
+        assert!(AmqpMessage::decode(&empty)
+            .unwrap()
+            .application_properties
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn unknown_sections_and_garbage_are_errors_not_panics() {
+        assert!(AmqpMessage::decode(&section(Descriptor::Code(0x99), Value::Null)).is_err());
+        assert!(AmqpMessage::decode(&[0x00, 0x53, 0x73, 0xc0, 0x05]).is_err());
+        assert!(AmqpMessage::decode(&[0xa1, 0x01, b'x']).is_err());
     }
 }
