@@ -234,7 +234,8 @@ pub struct Message {
     pub topic: String,
     /// Deterministic id: the same change detected twice has the same id.
     pub message_id: String,
-    /// Session id = the body's partitionKey (ordered per entity for session subscribers).
+    /// Session id = the body's partitionKey (ordered per entity for session subscribers),
+    /// shortened by [`session_id`] when longer than [`MAX_ID_CHARS`].
     pub session_id: String,
     /// Always `application/json`.
     pub content_type: String,
@@ -288,6 +289,30 @@ pub fn message_id(source: &str, entity: &str, id: &str, kind: EventType, version
         h.update(part.as_bytes());
     }
     hex::encode(&h.finalize()[..16])
+}
+
+/// Longest MessageId, SessionId and partition key Service Bus accepts, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// Characters of a long partition key kept at the front of its shortened SessionId.
+const SESSION_ID_PREFIX_CHARS: usize = 64;
+
+/// The SessionId (and AMQP partition key) for a partition key: the key itself when it has at
+/// most [`MAX_ID_CHARS`] characters; otherwise its first 64 characters, `~`, and 32 hex
+/// digits of SHA-256 over the whole key (97 characters at most). Stable: the same key always
+/// gives the same session, so per-record order holds; different long keys with a common
+/// prefix still get different sessions. The body's `partitionKey` always keeps the full key.
+/// Idempotent: a shortened id is returned unchanged.
+pub fn session_id(partition_key: &str) -> String {
+    if partition_key.chars().count() <= MAX_ID_CHARS {
+        return partition_key.to_string();
+    }
+    let prefix: String = partition_key
+        .chars()
+        .take(SESSION_ID_PREFIX_CHARS)
+        .collect();
+    let digest = Sha256::digest(partition_key.as_bytes());
+    format!("{prefix}~{}", hex::encode(&digest[..16]))
 }
 
 /// The property name a changed field is published under.
@@ -396,7 +421,7 @@ impl Message {
         Message {
             topic: format!("{}{}", ctx.topic_prefix, ctx.entity),
             message_id,
-            session_id: partition_key.clone(),
+            session_id: session_id(&partition_key),
             content_type: CONTENT_TYPE.to_string(),
             application_properties,
             body: ChangeNotification {
@@ -468,6 +493,26 @@ mod tests {
         assert_eq!(m.topic, "api.event.customer");
         assert_eq!(m.session_id, "customer.EC3F119AF3B76F6FC2992BFE576DF220");
         assert_eq!(m.content_type, "application/json");
+    }
+
+    #[test]
+    fn long_partition_keys_get_a_stable_short_session_id() {
+        let mut long = change(EventType::Update);
+        long.id = "é".repeat(300);
+        let m = Message::build(&long, &ctx(), &TraceContext::random());
+        let key = format!("customer.{}", "é".repeat(300));
+        assert_eq!(m.body.partition_key, key, "the body keeps the contract's key");
+        assert!(m.session_id.chars().count() <= MAX_ID_CHARS);
+        assert!(m.session_id.starts_with("customer.éé"));
+        assert_eq!(m.session_id, session_id(&key), "same key, same session");
+        assert_eq!(session_id(&m.session_id), m.session_id, "idempotent");
+        let mut other = long.clone();
+        other.id = format!("{}x", "é".repeat(299));
+        let o = Message::build(&other, &ctx(), &TraceContext::random());
+        assert_ne!(o.session_id, m.session_id, "a common prefix is not a common session");
+        assert!(m.message_id.chars().count() <= MAX_ID_CHARS);
+        let exact = "k".repeat(MAX_ID_CHARS);
+        assert_eq!(session_id(&exact), exact, "keys up to the limit are unchanged");
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub publish_failures: IntCounterVec,
     /// Messages moved to the dead-letter table, by topic.
     pub dead_lettered: IntCounterVec,
+    /// 1 while a topic is paused for a topic-level problem (`reason`: `not_found`,
+    /// `unauthorized`, `disabled`, `quota_exceeded`), else 0.
+    pub topic_blocked: IntGaugeVec,
     /// OAuth token requests that succeeded, by source.
     pub token_refreshes: IntCounterVec,
     /// Sink batch duration.
@@ -182,6 +185,17 @@ impl Metrics {
             "Messages the sink rejected for good (moved to the dead-letter table).",
             &["topic"],
         );
+        let topic_blocked = IntGaugeVec::new(
+            Opts::new(
+                "pollbus_topic_blocked",
+                "1 while a topic is paused for a topic-level problem (its messages wait in the outbox).",
+            ),
+            &["topic", "reason"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(topic_blocked.clone()))
+            .expect("unique metric");
         let token_refreshes = counter(
             &registry,
             "pollbus_token_refreshes_total",
@@ -237,6 +251,7 @@ impl Metrics {
             published,
             publish_failures,
             dead_lettered,
+            topic_blocked,
             token_refreshes,
             publish_duration,
             up,

@@ -1,25 +1,32 @@
-//! The outbox publisher: drains the outbox to the sink in batches, oldest first.
+//! The outbox publisher: drains the outbox to the sink in batches, per topic, oldest first.
 //!
-//! - Rows are read in outbox order and grouped by topic; a partition key belongs to one topic,
-//!   so per-partition-key order is the outbox order.
+//! - The outbox is read **per topic** (the topics with waiting rows, then each topic's oldest
+//!   rows); a partition key belongs to one topic, so per-partition-key order is the outbox order,
+//!   and one topic's rows can never fill the batch window of another.
 //! - A row is deleted only after the sink acknowledged it.
 //! - A transient sink error leaves the rows in place (attempts counted) and the publisher backs
-//!   off (capped exponential with jitter) before it tries again, oldest first.
+//!   off (capped exponential with jitter, at least the broker's suggested wait) before it tries
+//!   again, oldest first.
+//! - A topic-level problem ([`SinkError::Blocked`]: the topic is missing, refuses us, is
+//!   disabled or full) **pauses that topic**: its rows stay in the outbox, it is retried with its
+//!   own capped backoff, `pollbus_topic_blocked{topic,reason}` is 1 and an ERROR says what to
+//!   fix. Other topics keep flowing.
 //! - A message the sink rejects for good moves to the dead-letter table with the reason — never
 //!   dropped; `pollbus state retry-dead` requeues it.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OutboxConfig;
 use crate::contract::Message;
 use crate::metrics::Metrics;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Sink, SinkError, TopicBlock};
 use crate::store::{OutboxRow, OutboxStore, StoreError};
 
 /// What one drain achieved.
@@ -29,17 +36,31 @@ pub struct DrainReport {
     pub published: u64,
     /// Messages moved to the dead-letter table.
     pub dead: u64,
+    /// Topics paused for a topic-level problem after this drain, with why.
+    pub blocked: Vec<(String, TopicBlock)>,
 }
 
 /// Why a drain stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
     /// The sink failed transiently; the rows stay in the outbox.
-    #[error("sink failed, messages stay in the outbox: {0}")]
-    Sink(String),
+    #[error("sink failed, messages stay in the outbox: {reason}")]
+    Sink {
+        /// What failed, naming the topic.
+        reason: String,
+        /// The broker's suggested wait (server-busy), when it gave one.
+        retry_after: Option<Duration>,
+    },
     /// The state store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A topic paused for a topic-level problem.
+struct Pause {
+    block: TopicBlock,
+    until: Instant,
+    backoff: Box<dyn Iterator<Item = Duration> + Send>,
 }
 
 /// Drains the outbox to a sink.
@@ -48,6 +69,7 @@ pub struct Publisher {
     sink: Arc<dyn Sink>,
     config: OutboxConfig,
     metrics: Option<Arc<Metrics>>,
+    paused: Mutex<HashMap<String, Pause>>,
 }
 
 impl Publisher {
@@ -58,6 +80,7 @@ impl Publisher {
             sink,
             config,
             metrics: None,
+            paused: Mutex::new(HashMap::new()),
         }
     }
 
@@ -79,31 +102,123 @@ impl Publisher {
         }
     }
 
-    /// Publishes until the outbox is empty or the sink fails transiently.
+    /// Topics paused now for a topic-level problem, with why.
+    pub fn blocked_topics(&self) -> Vec<(String, TopicBlock)> {
+        let paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = paused.iter().map(|(t, p)| (t.clone(), p.block)).collect();
+        out.sort();
+        out
+    }
+
+    /// Whether `topic` is paused until later than `now`.
+    fn is_paused(&self, topic: &str, now: Instant) -> bool {
+        let paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        paused.get(topic).is_some_and(|p| p.until > now)
+    }
+
+    /// Pauses `topic` (or extends its pause) after a topic-level problem.
+    fn pause(&self, topic: &str, block: TopicBlock, reason: &str) {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        let pause = paused.entry(topic.to_string()).or_insert_with(|| Pause {
+            block,
+            until: Instant::now(),
+            backoff: Box::new(self.backoff()),
+        });
+        let previous = pause.block;
+        pause.block = block;
+        let wait = pause
+            .backoff
+            .next()
+            .unwrap_or(self.config.backoff_max)
+            .min(self.config.backoff_max);
+        pause.until = Instant::now() + wait;
+        if let Some(m) = &self.metrics {
+            if previous != block {
+                let _ = m
+                    .topic_blocked
+                    .remove_label_values(&[topic, previous.label()]);
+            }
+            m.topic_blocked
+                .with_label_values(&[topic, block.label()])
+                .set(1);
+        }
+        tracing::error!(
+            topic,
+            reason = block.label(),
+            retry_in = ?wait,
+            error = %reason,
+            "topic paused; its messages wait in the outbox until it is fixed: {}",
+            block.fix()
+        );
+    }
+
+    /// Ends `topic`'s pause after a successful send.
+    fn resume(&self, topic: &str) {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pause) = paused.remove(topic) {
+            if let Some(m) = &self.metrics {
+                m.topic_blocked
+                    .with_label_values(&[topic, pause.block.label()])
+                    .set(0);
+            }
+            tracing::info!(topic, "topic accepts messages again; resumed");
+        }
+    }
+
+    /// Publishes until every topic that is not paused is empty, or the sink fails
+    /// transiently. Paused topics are skipped until their backoff ends, then tried again.
     pub async fn drain(&self) -> Result<DrainReport, DrainError> {
         let mut report = DrainReport::default();
         loop {
-            let rows = self.store.outbox_next(self.config.batch_size).await?;
-            if rows.is_empty() {
-                return Ok(report);
-            }
-            let mut by_topic: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
-            for row in rows {
-                by_topic
-                    .entry(row.message.topic.clone())
-                    .or_default()
-                    .push(row);
-            }
+            let now = Instant::now();
+            let topics: Vec<String> = self
+                .store
+                .outbox_topics()
+                .await?
+                .into_iter()
+                .filter(|t| !self.is_paused(t, now))
+                .collect();
+            let mut progressed = false;
             let mut transient = None;
-            for (topic, rows) in by_topic {
+            for topic in topics {
+                let rows = self
+                    .store
+                    .outbox_next_in(&topic, self.config.batch_size)
+                    .await?;
+                if rows.is_empty() {
+                    continue; // claimed by another replica
+                }
                 match self.send(&topic, &rows, &mut report).await {
-                    Ok(()) => {}
-                    Err(DrainError::Sink(reason)) => transient = Some(reason),
-                    Err(e) => return Err(e),
+                    Ok(()) => {
+                        progressed = true;
+                        self.resume(&topic);
+                    }
+                    Err(SendError::Blocked { block, reason }) => {
+                        self.pause(&topic, block, &reason)
+                    }
+                    Err(SendError::Drain(DrainError::Sink {
+                        reason,
+                        retry_after,
+                    })) => {
+                        let longest = match &transient {
+                            Some((_, Some(w))) => retry_after.max(Some(*w)),
+                            _ => retry_after,
+                        };
+                        transient = Some((reason, longest));
+                    }
+                    Err(SendError::Drain(e)) => return Err(e),
                 }
             }
-            if let Some(reason) = transient {
-                return Err(DrainError::Sink(reason));
+            if let Some((reason, retry_after)) = transient {
+                report.blocked = self.blocked_topics();
+                return Err(DrainError::Sink {
+                    reason,
+                    retry_after,
+                });
+            }
+            if !progressed {
+                report.blocked = self.blocked_topics();
+                return Ok(report);
             }
         }
     }
@@ -114,7 +229,7 @@ impl Publisher {
         topic: &str,
         rows: &[OutboxRow],
         report: &mut DrainReport,
-    ) -> Result<(), DrainError> {
+    ) -> Result<(), SendError> {
         let messages: Vec<Message> = rows.iter().map(|r| r.message.clone()).collect();
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let started = std::time::Instant::now();
@@ -126,7 +241,7 @@ impl Publisher {
                     .published
                     .with_label_values(&[topic])
                     .inc_by(seqs.len() as u64),
-                Err(SinkError::Transient { .. }) => m
+                Err(SinkError::Transient { .. } | SinkError::Blocked { .. }) => m
                     .publish_failures
                     .with_label_values(&[topic])
                     .inc_by(seqs.len() as u64),
@@ -135,26 +250,42 @@ impl Publisher {
         }
         match outcome {
             Ok(()) => {
-                self.store.outbox_ack(&seqs).await?;
+                self.store.outbox_ack(&seqs).await.map_err(drain_store)?;
                 report.published += seqs.len() as u64;
                 tracing::debug!(topic, messages = seqs.len(), "published batch");
                 Ok(())
             }
-            Err(SinkError::Transient { reason }) => {
-                self.store.outbox_failed(&seqs, &reason).await?;
+            Err(SinkError::Transient {
+                reason,
+                retry_after,
+            }) => {
+                self.store
+                    .outbox_failed(&seqs, &reason)
+                    .await
+                    .map_err(drain_store)?;
                 tracing::warn!(topic, messages = seqs.len(), %reason, "sink failed; will retry");
-                Err(DrainError::Sink(format!("{topic}: {reason}")))
+                Err(SendError::Drain(DrainError::Sink {
+                    reason: format!("{topic}: {reason}"),
+                    retry_after,
+                }))
+            }
+            Err(SinkError::Blocked { block, reason }) => {
+                self.store
+                    .outbox_failed(&seqs, &reason)
+                    .await
+                    .map_err(drain_store)?;
+                Err(SendError::Blocked { block, reason })
             }
             Err(SinkError::Rejected {
                 index: Some(i),
                 reason,
             }) if i < rows.len() => {
-                self.dead(&rows[i], &reason).await?;
+                self.dead(&rows[i], &reason).await.map_err(drain_store)?;
                 report.dead += 1;
                 Ok(()) // the rest of the batch is sent on the next round, in order
             }
             Err(SinkError::Rejected { reason, .. }) if rows.len() == 1 => {
-                self.dead(&rows[0], &reason).await?;
+                self.dead(&rows[0], &reason).await.map_err(drain_store)?;
                 report.dead += 1;
                 Ok(())
             }
@@ -202,10 +333,7 @@ impl Publisher {
                     Duration::from_secs(1)
                 }
                 Err(e) => {
-                    let wait = backoff
-                        .next()
-                        .unwrap_or(self.config.backoff_max)
-                        .min(self.config.backoff_max);
+                    let wait = self.next_wait(&mut backoff, &e);
                     tracing::warn!(error = %e, retry_in = ?wait, "outbox publication paused");
                     wait
                 }
@@ -218,7 +346,21 @@ impl Publisher {
         }
     }
 
-    fn backoff(&self) -> impl Iterator<Item = Duration> {
+    /// The wait after a failed drain: the next backoff step, at least the broker's suggested
+    /// wait, never above `backoff_max`.
+    fn next_wait(&self, backoff: &mut impl Iterator<Item = Duration>, error: &DrainError) -> Duration {
+        let step = backoff.next().unwrap_or(self.config.backoff_max);
+        let asked = match error {
+            DrainError::Sink {
+                retry_after: Some(w),
+                ..
+            } => *w,
+            _ => Duration::ZERO,
+        };
+        step.max(asked).min(self.config.backoff_max)
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> + Send + use<> {
         ExponentialBuilder::default()
             .with_min_delay(self.config.backoff_min)
             .with_max_delay(self.config.backoff_max)
@@ -228,22 +370,25 @@ impl Publisher {
     }
 
     /// Drains until empty, retrying transient failures with backoff, for at most `grace`.
-    /// Returns the rows still waiting.
+    /// Returns the rows still waiting (those of paused topics included).
     pub async fn flush(&self, grace: Duration) -> Result<u64, StoreError> {
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = Instant::now() + grace;
         let mut backoff = self.backoff();
         loop {
             match self.drain().await {
-                Ok(_) => return Ok(0),
+                Ok(report) => {
+                    let left = self.store.outbox_stats().await?.depth;
+                    if left > 0 {
+                        tracing::warn!(left, blocked = ?report.blocked, "flush left the rows of paused topics in the outbox");
+                    }
+                    return Ok(left);
+                }
                 Err(DrainError::Store(e)) => return Err(e),
-                Err(DrainError::Sink(reason)) => {
-                    let wait = backoff
-                        .next()
-                        .unwrap_or(self.config.backoff_max)
-                        .min(self.config.backoff_max);
-                    if tokio::time::Instant::now() + wait >= deadline {
+                Err(e) => {
+                    let wait = self.next_wait(&mut backoff, &e);
+                    if Instant::now() + wait >= deadline {
                         let left = self.store.outbox_stats().await?.depth;
-                        tracing::warn!(%reason, left, "flush gave up; messages stay in the outbox");
+                        tracing::warn!(error = %e, left, "flush gave up; messages stay in the outbox");
                         return Ok(left);
                     }
                     tokio::time::sleep(wait).await;
@@ -251,4 +396,16 @@ impl Publisher {
             }
         }
     }
+}
+
+/// Why one topic's send did not complete.
+enum SendError {
+    /// The topic has a topic-level problem.
+    Blocked { block: TopicBlock, reason: String },
+    /// A transient failure or a store failure.
+    Drain(DrainError),
+}
+
+fn drain_store(e: StoreError) -> SendError {
+    SendError::Drain(DrainError::Store(e))
 }

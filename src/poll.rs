@@ -145,7 +145,7 @@ pub struct Poller {
 impl Poller {
     /// A poller for `resource` of `source`, committing into `store` and stamping messages for
     /// topics named `topic_prefix` + entity; it pauses while the outbox holds
-    /// `max_outbox_rows` rows and pokes a fresh [`Notify`] (replace `wake` to share one).
+    /// `max_outbox_rows` rows of its topic and pokes a fresh [`Notify`] (replace `wake` to share one).
     pub fn new(
         source: Arc<dyn Source>,
         resource: Arc<Resource>,
@@ -187,13 +187,17 @@ impl Poller {
         stop: &CancellationToken,
     ) -> Result<PollReport, PollError> {
         let mut report = PollReport::default();
-        let depth = self.store.outbox_stats().await?.depth;
+        // Per topic: a topic that is paused (missing, unauthorized…) fills only its own share,
+        // so it pauses only the resources that publish to it.
+        let topic = format!("{}{}", self.topic_prefix, self.resource.entity);
+        let depth = self.store.outbox_depth_in(&topic).await?;
         if depth >= self.max_outbox_rows {
             tracing::warn!(
                 resource = %self.key(),
+                topic,
                 depth,
                 max_rows = self.max_outbox_rows,
-                "outbox is full; polling paused until the sink catches up"
+                "outbox is full for this topic; polling paused until the sink catches up"
             );
             report.paused = true;
             return Ok(report);

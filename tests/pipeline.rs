@@ -2,13 +2,18 @@
 //! restarts, deletes, dead letters. Every message is validated against the schemas by the sink.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use pollbus::contract::{PropertyValue, TraceContext};
+use pollbus::contract::{Change, EventType, Message, MessageContext, PropertyValue, TraceContext};
+use pollbus::metrics::Metrics;
 use pollbus::poll::{PollError, Poller};
-use pollbus_testkit::scripted::{config, customer, Row};
+use pollbus::sink::TopicBlock;
+use pollbus::store::{PageCommit, ResourceKey};
+use pollbus_testkit::scripted::{config, customer, Row, ScriptedSource};
 use pollbus_testkit::{t, Harness, SinkMode};
 
 #[tokio::test]
@@ -605,23 +610,113 @@ async fn rejected_messages_go_to_the_dead_table_and_can_be_retried() {
     assert_eq!(rig.store.outbox_stats().await.unwrap().dead, 0);
 }
 
+/// Outbox rows for `entity` (topic `api.event.<entity>`), written as a page of another
+/// resource would write them.
+async fn outbox_rows(rig: &Harness<ScriptedSource>, entity: &str, ids: &[&str]) {
+    let messages = ids
+        .iter()
+        .map(|id| {
+            let change = Change {
+                kind: EventType::Create,
+                id: id.to_string(),
+                timestamp: t("2024-06-01T10:00:00Z"),
+                changed: vec![("Name".into(), json!("x"))],
+                on_behalf_of: None,
+                version: "1".into(),
+            };
+            let ctx = MessageContext {
+                source: "s",
+                source_system: "CRM",
+                entity,
+                topic_prefix: "api.event.",
+            };
+            Message::build(&change, &ctx, &TraceContext::random())
+        })
+        .collect();
+    rig.store
+        .commit_page(
+            &ResourceKey::new("s", entity),
+            PageCommit {
+                at: t("2024-06-01T12:00:00Z"),
+                messages,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
-async fn a_missing_topic_dead_letters_its_messages_without_blocking() {
-    let rig = Harness::scripted(config(100, "")).await;
-    rig.cycle().await;
+async fn a_missing_topic_pauses_only_that_topic_and_dead_letters_nothing() {
+    let mut config = config(100, "");
+    config.outbox.batch_size = 2;
+    let rig = Harness::scripted(config).await;
+    // The paused topic's rows are the oldest and more than a batch: read oldest-first across
+    // topics, they would fill every batch window.
+    outbox_rows(&rig, "company", &["c1", "c2", "c3", "c4", "c5"]).await;
+    outbox_rows(&rig, "account", &["a1", "a2", "a3"]).await;
+    rig.sink.reject_topic("api.event.company");
+    let metrics = Arc::new(Metrics::new());
+    let publisher = rig.publisher().with_metrics(metrics.clone());
+    let report = publisher.drain().await.unwrap();
+    assert_eq!((report.published, report.dead), (3, 0), "{report:?}");
+    assert_eq!(
+        report.blocked,
+        [("api.event.company".to_string(), TopicBlock::NotFound)]
+    );
+    let stats = rig.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.depth, stats.dead), (5, 0), "the topic's rows wait");
+    let gauge = |reason: &str| {
+        metrics
+            .topic_blocked
+            .with_label_values(&["api.event.company", reason])
+            .get()
+    };
+    assert_eq!(gauge("not_found"), 1);
+    let ids: Vec<String> = rig.sink.messages().iter().map(|m| m.body.id.clone()).collect();
+    assert_eq!(ids, ["a1", "a2", "a3"]);
+
+    // New rows of the healthy topic keep flowing while the other stays paused.
+    outbox_rows(&rig, "account", &["a4"]).await;
+    publisher.drain().await.unwrap();
+    assert_eq!(rig.sink.messages().last().unwrap().body.id, "a4");
+
+    // Fixed: after the topic's backoff (5–20 ms here) it is retried and resumes, in order.
+    rig.sink.clear_rejections();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = publisher.drain().await.unwrap();
+    assert_eq!((report.published, report.dead), (5, 0), "{report:?}");
+    assert!(report.blocked.is_empty());
+    assert_eq!(gauge("not_found"), 0);
+    let ids: Vec<String> = rig.sink.messages()[4..]
+        .iter()
+        .map(|m| m.body.id.clone())
+        .collect();
+    assert_eq!(ids, ["c1", "c2", "c3", "c4", "c5"]);
+    assert_eq!(rig.store.outbox_stats().await.unwrap().depth, 0);
+}
+
+#[tokio::test]
+async fn max_rows_counts_per_topic_so_a_paused_topic_stops_only_its_resources() {
+    let mut config = config(100, "");
+    config.outbox.max_rows = 2;
+    config.outbox.batch_size = 2;
+    let rig = Harness::scripted(config).await;
+    rig.poll("customers").await;
+    // Another topic's rows, stuck (its topic is missing), beyond max_rows.
+    outbox_rows(&rig, "company", &["c1", "c2", "c3"]).await;
+    rig.sink.reject_topic("api.event.company");
     rig.source.put(
         "m",
         "2024-06-01T10:00:00Z",
         "2024-06-01T10:00:00Z",
         customer("A", "B"),
     );
-    rig.sink.reject_topic("api.event.customer");
-    rig.cycle().await;
-    let stats = rig.store.outbox_stats().await.unwrap();
-    assert_eq!((stats.depth, stats.dead), (0, 1));
-    assert!(rig.store.dead_letters(1).await.unwrap()[0]
-        .reason
-        .contains("api.event.customer"));
+    let r = rig.cycle().await;
+    assert!(!r.paused, "customers has its own share: {r:?}");
+    assert_eq!(r.created, 1);
+    assert_eq!(rig.sink.messages().last().unwrap().body.id, "m");
+    assert_eq!(rig.store.outbox_depth_in("api.event.company").await.unwrap(), 3);
 }
 
 #[tokio::test]

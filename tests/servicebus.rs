@@ -15,7 +15,7 @@ use pollbus::config::Config;
 use pollbus::contract::TraceContext;
 use pollbus::outbox::{DrainError, DrainReport, Publisher};
 use pollbus::poll::{PollReport, Poller};
-use pollbus::sink::Sink;
+use pollbus::sink::{Sink, TopicBlock};
 use pollbus::source::{self, Resource, SourceContext};
 use pollbus::store::sqlite::SqliteStore;
 use pollbus::store::OutboxStats;
@@ -208,7 +208,7 @@ impl E2e {
         for attempt in 1..=3 {
             match self.publisher().drain().await {
                 Ok(_) => break,
-                Err(DrainError::Sink(reason)) if attempt < 3 => {
+                Err(DrainError::Sink { reason, .. }) if attempt < 3 => {
                     eprintln!("drain attempt {attempt}: transient sink error, retrying: {reason}");
                 }
                 Err(e) => panic!("drain failed: {e}"),
@@ -221,6 +221,7 @@ impl E2e {
         DrainReport {
             published: before.depth - dead,
             dead,
+            blocked: Vec::new(),
         }
     }
 }
@@ -523,7 +524,7 @@ async fn oversized_properties_follow_the_truncation_rule() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_topic_is_a_clear_error_and_other_topics_are_unaffected() {
+async fn a_missing_topic_pauses_that_topic_and_other_topics_are_unaffected() {
     let e = E2e::start("").await;
     for table in ["customer_contact", "customer_account", "core_company"] {
         e.poll(table).await;
@@ -533,15 +534,14 @@ async fn a_missing_topic_is_a_clear_error_and_other_topics_are_unaffected() {
     e.sim.insert("core_company", json!({"name": "No Topic AS"}));
     e.poll("customer_account").await;
     e.poll("core_company").await;
-    let report = e.drain().await;
-    assert_eq!((report.published, report.dead), (1, 1), "{report:?}");
-    let dead = e.store.dead_letters(10).await.unwrap();
-    assert_eq!(dead[0].message.topic, "api.event.company");
-    assert!(
-        dead[0].reason.contains("topic api.event.company not found"),
-        "{}",
-        dead[0].reason
+    let report = e.publisher().drain().await.unwrap();
+    assert_eq!((report.published, report.dead), (1, 0), "{report:?}");
+    assert_eq!(
+        report.blocked,
+        [("api.event.company".to_string(), TopicBlock::NotFound)]
     );
+    let stats = e.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.depth, stats.dead), (1, 0), "the company row waits, not dead");
     let got = subscriber(
         &e.connection(),
         &[
@@ -558,6 +558,81 @@ async fn a_missing_topic_is_a_clear_error_and_other_topics_are_unaffected() {
     )
     .await;
     assert_eq!(got[0]["body"]["type"], "account");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_busy_whose_text_mentions_401_is_retried_not_dead_lettered() {
+    let e = E2e::start("").await;
+    e.poll("customer_account").await;
+    e.sim.advance(Duration::from_secs(5));
+    e.sim.insert("customer_account", json!({"name": "Busy AS"}));
+    e.poll("customer_account").await;
+    e.emulator.broker().fail_sends(
+        "api.event.account",
+        "com.microsoft:server-busy",
+        "The request was terminated because the entity is being throttled. \
+         TrackingId:401-unauthorized-access_NotFound, SystemTracker:api.event.account",
+        Duration::from_secs(2),
+    );
+    match e.publisher().drain().await {
+        Err(DrainError::Sink { retry_after, .. }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(10)), "server-busy wait")
+        }
+        other => panic!("expected a transient failure, got {other:?}"),
+    }
+    let stats = e.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.depth, stats.dead), (1, 0), "stays in the outbox");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = e.publisher().drain().await.unwrap();
+    assert_eq!((report.published, report.dead), (1, 0), "{report:?}");
+    assert_eq!(
+        e.emulator
+            .counts("api.event.account/Subscriptions/all")
+            .unwrap()
+            .active,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_character_vendor_id_gets_a_short_stable_session_id() {
+    let e = E2e::start("").await;
+    e.poll("customer_contact").await;
+    let long_id = "x".repeat(300);
+    e.sim.advance(Duration::from_secs(5));
+    e.sim.insert(
+        "customer_contact",
+        json!({"sys_id": long_id, "first_name": "Long", "last_name": "v0"}),
+    );
+    e.poll("customer_contact").await;
+    e.sim.advance(Duration::from_secs(5));
+    e.sim
+        .update("customer_contact", &long_id, json!({"last_name": "v1"}));
+    e.poll("customer_contact").await;
+    let report = e.drain().await;
+    assert_eq!((report.published, report.dead), (2, 0), "{report:?}");
+    let got = e
+        .emulator
+        .peek("api.event.customer/Subscriptions/ordered", 10)
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    let key = format!("customer.{long_id}");
+    for m in &got {
+        let body: Value = serde_json::from_slice(&m.body_data()).unwrap();
+        assert_eq!(body["partitionKey"], key.as_str(), "the contract's key, in full");
+        let session = m.session_id().unwrap();
+        assert!(session.chars().count() <= 128, "{session}");
+        assert_eq!(session, pollbus::contract::session_id(&key));
+        assert!(m.message_id().unwrap().chars().count() <= 128);
+    }
+    assert_eq!(got[0].session_id(), got[1].session_id(), "same key, same session");
+    // The broker refuses what Service Bus refuses: a 129-character SessionId.
+    let mut raw = servicebus_emulator::AmqpMessage::with_data(b"{}");
+    raw.properties = Some(Default::default());
+    if let Some(p) = raw.properties.as_mut() {
+        p.group_id = Some("s".repeat(129));
+    }
+    assert!(e.emulator.send("api.event.customer", raw).is_err());
 }
 
 async fn pollbus_bin(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {

@@ -163,6 +163,42 @@ async fn suite(store: Arc<dyn Store>) {
     );
     assert_eq!(store.outbox_stats().await.unwrap().dead, 0);
 
+    // Per topic: topics by their oldest row, one topic's rows, one topic's depth.
+    store
+        .commit_page(
+            &other,
+            PageCommit {
+                at: at("2024-06-01T12:00:30Z"),
+                messages: vec![message("account", "a1"), message("account", "a2")],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outbox_topics().await.unwrap(),
+        ["api.event.customer", "api.event.account"]
+    );
+    let accounts = store.outbox_next_in("api.event.account", 1).await.unwrap();
+    assert_eq!(
+        accounts
+            .iter()
+            .map(|r| r.message.body.id.as_str())
+            .collect::<Vec<_>>(),
+        ["a1"]
+    );
+    assert_eq!(
+        store.outbox_depth_in("api.event.customer").await.unwrap(),
+        2
+    );
+    assert_eq!(store.outbox_depth_in("api.event.account").await.unwrap(), 2);
+    assert_eq!(store.outbox_depth_in("api.event.none").await.unwrap(), 0);
+    let accounts = store.outbox_next_in("api.event.account", 10).await.unwrap();
+    let seqs: Vec<i64> = accounts.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs.len(), 2);
+    store.outbox_ack(&seqs).await.unwrap();
+    assert_eq!(store.outbox_topics().await.unwrap(), ["api.event.customer"]);
+
     // Reconciliation: marks, and records written during the listing are not absent.
     store
         .commit_page(

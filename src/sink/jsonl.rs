@@ -44,12 +44,8 @@ impl Sink for JsonlSink {
             f.sync_data()
         })
         .await
-        .map_err(|e| SinkError::Transient {
-            reason: format!("jsonl writer stopped: {e}"),
-        })?
-        .map_err(|e| SinkError::Transient {
-            reason: format!("cannot write {}: {e}", path.display()),
-        })
+        .map_err(|e| SinkError::transient(format!("jsonl writer stopped: {e}")))?
+        .map_err(|e| SinkError::transient(format!("cannot write {}: {e}", path.display())))
     }
 
     fn describe(&self) -> String {

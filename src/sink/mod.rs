@@ -6,6 +6,7 @@ pub mod servicebus;
 pub mod stdout;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -20,8 +21,21 @@ pub enum SinkError {
     Transient {
         /// What happened.
         reason: String,
+        /// How long the broker asked us to wait (server-busy), when it did; the publisher
+        /// waits at least this long (within its backoff bounds).
+        retry_after: Option<Duration>,
     },
-    /// Rejected for good (unknown topic, unauthorized, too large). `index` names the message of
+    /// The topic cannot take messages until an operator fixes something (it does not exist,
+    /// we may not send to it, it is disabled or full). The messages stay in the outbox and the
+    /// topic is paused with a capped backoff; other topics keep flowing.
+    #[error("{reason}")]
+    Blocked {
+        /// Why, as the `reason` label of `pollbus_topic_blocked`.
+        block: TopicBlock,
+        /// What happened and what to fix, naming the topic.
+        reason: String,
+    },
+    /// This message is refused for good (too large, invalid). `index` names the message of
     /// the batch when known; otherwise the publisher retries the batch one message at a time to
     /// find it.
     #[error("{reason}")]
@@ -31,6 +45,64 @@ pub enum SinkError {
         /// Why, naming the topic.
         reason: String,
     },
+}
+
+impl SinkError {
+    /// A transient failure without a suggested wait.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        SinkError::Transient {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Why a topic is paused: a problem of the topic, not of a message, that an operator fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TopicBlock {
+    /// The topic does not exist (`amqp:not-found`, `amqp:resource-deleted`).
+    NotFound,
+    /// We may not send to it (`amqp:unauthorized-access`, `com.microsoft:publisher-revoked`, a
+    /// refused token).
+    Unauthorized,
+    /// The topic is disabled (`com.microsoft:entity-disabled`).
+    Disabled,
+    /// The topic or namespace is full (`amqp:resource-limit-exceeded`).
+    QuotaExceeded,
+}
+
+impl TopicBlock {
+    /// The `reason` label of `pollbus_topic_blocked`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TopicBlock::NotFound => "not_found",
+            TopicBlock::Unauthorized => "unauthorized",
+            TopicBlock::Disabled => "disabled",
+            TopicBlock::QuotaExceeded => "quota_exceeded",
+        }
+    }
+
+    /// Every reason, for resetting gauges.
+    pub const ALL: [TopicBlock; 4] = [
+        TopicBlock::NotFound,
+        TopicBlock::Unauthorized,
+        TopicBlock::Disabled,
+        TopicBlock::QuotaExceeded,
+    ];
+
+    /// What the operator should do.
+    pub fn fix(self) -> &'static str {
+        match self {
+            TopicBlock::NotFound => "create the topic or fix topic_prefix/entity",
+            TopicBlock::Unauthorized => {
+                "grant Send on the topic (SAS key or Azure Service Bus Data Sender role) or renew the key"
+            }
+            TopicBlock::Disabled => "re-enable the topic",
+            TopicBlock::QuotaExceeded => {
+                "let subscribers catch up, or raise the topic's or namespace's size quota"
+            }
+        }
+    }
 }
 
 /// A destination for messages.

@@ -28,12 +28,8 @@ impl Sink for StdoutSink {
             out.flush()
         })
         .await
-        .map_err(|e| SinkError::Transient {
-            reason: format!("stdout writer stopped: {e}"),
-        })?
-        .map_err(|e| SinkError::Transient {
-            reason: format!("cannot write to stdout: {e}"),
-        })
+        .map_err(|e| SinkError::transient(format!("stdout writer stopped: {e}")))?
+        .map_err(|e| SinkError::transient(format!("cannot write to stdout: {e}")))
     }
 
     fn describe(&self) -> String {

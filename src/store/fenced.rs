@@ -41,6 +41,10 @@ impl OutboxGauge for FencedStore {
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
         self.inner.outbox_stats().await
     }
+
+    async fn outbox_depth_in(&self, topic: &str) -> Result<u64, StoreError> {
+        self.inner.outbox_depth_in(topic).await
+    }
 }
 
 #[async_trait]

@@ -268,6 +268,65 @@ async fn check_is_pollbus(conn: &mut PgConnection, location: &str) -> Result<(),
     })
 }
 
+impl PgStore {
+    /// Claims the oldest `limit` rows (of `topic`, when given) for this replica: a row only
+    /// with every earlier row of its partition key.
+    async fn claim(&self, topic: Option<&str>, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(pg_err("begin claim"))?;
+        self.count(4);
+        let now: i64 = sqlx::query_scalar(&format!(
+            "SELECT {NOW_NS} FROM (SELECT pg_advisory_xact_lock($1)) AS serialized"
+        ))
+        .bind(CLAIM_LOCK)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg_err("serialize outbox claims"))?;
+        // Candidates: claimable rows (unclaimed, expired, or already ours) whose key has no
+        // earlier row claimed by another live claimer. Claimed: the candidates all of whose
+        // earlier same-key rows are candidates too (a row skipped as locked holds back the
+        // rest of its key).
+        let rows = sqlx::query(
+            "WITH cand AS ( \
+               SELECT o.seq, o.partition_key FROM outbox o \
+               WHERE (o.claimed_until IS NULL OR o.claimed_until <= $2 OR o.claimed_by = $1) \
+                 AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.partition_key = o.partition_key \
+                   AND b.seq < o.seq AND b.claimed_by <> $1 AND b.claimed_until > $2) \
+                 AND ($5::text IS NULL OR o.topic = $5) \
+               ORDER BY o.seq LIMIT $3 \
+               FOR UPDATE OF o SKIP LOCKED \
+             ), ok AS ( \
+               SELECT c.seq FROM cand c WHERE NOT EXISTS ( \
+                 SELECT 1 FROM outbox b WHERE b.partition_key = c.partition_key AND b.seq < c.seq \
+                   AND b.seq NOT IN (SELECT seq FROM cand)) \
+             ) \
+             UPDATE outbox u SET claimed_by = $1, claimed_until = $2 + $4 \
+             FROM ok WHERE u.seq = ok.seq \
+             RETURNING u.seq, u.message, u.attempts",
+        )
+        .bind(&self.claimer)
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(nanos_of(self.claim_timeout))
+        .bind(topic)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_err("claim outbox rows"))?;
+        tx.commit().await.map_err(pg_err("commit claim"))?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    seq: r.get(0),
+                    message: message_from(r.get::<&str, _>(1))?,
+                    attempts: r.get::<i32, _>(2).max(0) as u32,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort_by_key(|r| r.seq);
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl PageStore for PgStore {
     async fn resource_state(&self, key: &ResourceKey) -> Result<Option<ResourceState>, StoreError> {
@@ -539,61 +598,34 @@ impl OutboxGauge for PgStore {
             dead: row.get::<i64, _>(2) as u64,
         })
     }
+
+    async fn outbox_depth_in(&self, topic: &str) -> Result<u64, StoreError> {
+        self.count(1);
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE topic = $1")
+            .bind(topic)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pg_err("count outbox rows"))?;
+        Ok(n as u64)
+    }
 }
 
 #[async_trait]
 impl OutboxStore for PgStore {
     async fn outbox_next(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(pg_err("begin claim"))?;
-        self.count(4);
-        let now: i64 = sqlx::query_scalar(&format!(
-            "SELECT {NOW_NS} FROM (SELECT pg_advisory_xact_lock($1)) AS serialized"
-        ))
-        .bind(CLAIM_LOCK)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pg_err("serialize outbox claims"))?;
-        // Candidates: claimable rows (unclaimed, expired, or already ours) whose key has no
-        // earlier row claimed by another live claimer. Claimed: the candidates all of whose
-        // earlier same-key rows are candidates too (a row skipped as locked holds back the
-        // rest of its key).
-        let rows = sqlx::query(
-            "WITH cand AS ( \
-               SELECT o.seq, o.partition_key FROM outbox o \
-               WHERE (o.claimed_until IS NULL OR o.claimed_until <= $2 OR o.claimed_by = $1) \
-                 AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.partition_key = o.partition_key \
-                   AND b.seq < o.seq AND b.claimed_by <> $1 AND b.claimed_until > $2) \
-               ORDER BY o.seq LIMIT $3 \
-               FOR UPDATE OF o SKIP LOCKED \
-             ), ok AS ( \
-               SELECT c.seq FROM cand c WHERE NOT EXISTS ( \
-                 SELECT 1 FROM outbox b WHERE b.partition_key = c.partition_key AND b.seq < c.seq \
-                   AND b.seq NOT IN (SELECT seq FROM cand)) \
-             ) \
-             UPDATE outbox u SET claimed_by = $1, claimed_until = $2 + $4 \
-             FROM ok WHERE u.seq = ok.seq \
-             RETURNING u.seq, u.message, u.attempts",
-        )
-        .bind(&self.claimer)
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(nanos_of(self.claim_timeout))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(pg_err("claim outbox rows"))?;
-        tx.commit().await.map_err(pg_err("commit claim"))?;
-        let mut out = rows
-            .iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    seq: r.get(0),
-                    message: message_from(r.get::<&str, _>(1))?,
-                    attempts: r.get::<i32, _>(2).max(0) as u32,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        out.sort_by_key(|r| r.seq);
-        Ok(out)
+        self.claim(None, limit).await
+    }
+
+    async fn outbox_topics(&self) -> Result<Vec<String>, StoreError> {
+        self.count(1);
+        sqlx::query_scalar("SELECT topic FROM outbox GROUP BY topic ORDER BY min(seq)")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_err("list outbox topics"))
+    }
+
+    async fn outbox_next_in(&self, topic: &str, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        self.claim(Some(topic), limit).await
     }
 
     async fn outbox_ack(&self, seqs: &[i64]) -> Result<(), StoreError> {

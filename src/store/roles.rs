@@ -29,6 +29,9 @@ use crate::detect::Snapshot;
 pub trait OutboxGauge: Send + Sync {
     /// Outbox depth, age and dead-letter count.
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+
+    /// Rows waiting for `topic` (polling pauses per topic at `outbox.max_rows`).
+    async fn outbox_depth_in(&self, topic: &str) -> Result<u64, StoreError>;
 }
 
 /// Cursors, snapshots and the page commit: what the poll loop reads and writes.
@@ -78,6 +81,13 @@ pub trait OutboxStore: OutboxGauge {
     /// claimed for this replica (until acknowledged, failed or the claim timeout), and a row is
     /// returned only with every earlier row of its partition key.
     async fn outbox_next(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
+
+    /// Topics with rows waiting, the topic of the oldest row first.
+    async fn outbox_topics(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Like [`OutboxStore::outbox_next`], for one topic's rows only (the publisher reads per
+    /// topic, so one topic's rows cannot fill the batch window of the others).
+    async fn outbox_next_in(&self, topic: &str, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
 
     /// Deletes acknowledged rows.
     async fn outbox_ack(&self, seqs: &[i64]) -> Result<(), StoreError>;

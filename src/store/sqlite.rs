@@ -375,6 +375,15 @@ impl OutboxGauge for SqliteStore {
             dead: row.get::<i64, _>(2) as u64,
         })
     }
+
+    async fn outbox_depth_in(&self, topic: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE topic = ?")
+            .bind(topic)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("count outbox rows"))?;
+        Ok(n as u64)
+    }
 }
 
 #[async_trait]
@@ -385,15 +394,26 @@ impl OutboxStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("read outbox"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    seq: r.get(0),
-                    message: message_from(r.get::<&str, _>(1))?,
-                    attempts: r.get::<i64, _>(2) as u32,
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_row).collect()
+    }
+
+    async fn outbox_topics(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT topic FROM outbox GROUP BY topic ORDER BY min(seq)")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("list outbox topics"))
+    }
+
+    async fn outbox_next_in(&self, topic: &str, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, message, attempts FROM outbox WHERE topic = ? ORDER BY seq LIMIT ?",
+        )
+        .bind(topic)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("read outbox"))?;
+        rows.iter().map(outbox_row).collect()
     }
 
     async fn outbox_ack(&self, seqs: &[i64]) -> Result<(), StoreError> {
@@ -739,4 +759,13 @@ fn keys_json(keys: &[ResourceKey]) -> String {
         .map(|k| [k.source.as_str(), k.resource.as_str()])
         .collect();
     serde_json::to_string(&pairs).expect("strings serialize")
+}
+
+/// An outbox row as read by the publisher (`seq, message, attempts`).
+fn outbox_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
+    Ok(OutboxRow {
+        seq: r.get(0),
+        message: message_from(r.get::<&str, _>(1))?,
+        attempts: r.get::<i64, _>(2) as u32,
+    })
 }

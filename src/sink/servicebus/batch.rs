@@ -57,12 +57,12 @@ pub(super) fn envelope(
         .with_body(AmqpMessageBody::Binary(sections))
         .with_properties(AmqpMessageProperties {
             message_id: Some(first.message_id.clone().into()),
-            group_id: session_id.then(|| first.session_id.clone()),
+            group_id: session_id.then(|| crate::contract::session_id(&first.session_id)),
             ..Default::default()
         })
         .build();
     if partitioned {
-        add_partition_key(&mut envelope, &first.session_id);
+        add_partition_key(&mut envelope, &crate::contract::session_id(&first.session_id));
     }
     envelope
 }

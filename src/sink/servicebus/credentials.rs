@@ -109,7 +109,7 @@ impl Link {
             .credentials
             .token(&audience)
             .await
-            .map_err(|reason| SinkError::Transient { reason })?;
+            .map_err(|reason| SinkError::transient(reason))?;
         let expires_on = OffsetDateTime::from_unix_timestamp(
             expiry
                 .duration_since(UNIX_EPOCH)
@@ -125,7 +125,7 @@ impl Link {
                 expires_on,
             )
             .await
-            .map_err(|e| classify(path, "authorizing", &e, &format!("{e:?}")))?;
+            .map_err(|e| classify(path, "authorizing", &e))?;
         Ok(expiry)
     }
 }

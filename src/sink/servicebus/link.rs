@@ -87,10 +87,8 @@ pub(super) async fn ensure<'a>(
     if guard.is_none() {
         let link = tokio::time::timeout(limit, connect(endpoint, "pollbus"))
             .await
-            .map_err(|_| SinkError::Transient {
-                reason: format!("connecting to {} timed out", endpoint.display),
-            })?
-            .map_err(|reason| SinkError::Transient { reason })?;
+            .map_err(|_| SinkError::transient(format!("connecting to {} timed out", endpoint.display)))?
+            .map_err(|reason| SinkError::transient(reason))?;
         tracing::info!(namespace = %endpoint.display, "connected to Service Bus");
         *guard = Some(link);
     }
@@ -144,7 +142,7 @@ impl Link {
                         None,
                     )
                     .await
-                    .map_err(|e| classify(topic, "attaching a sender to", &e, &format!("{e:?}")))?;
+                    .map_err(|e| classify(topic, "attaching a sender to", &e))?;
                 let max_message_size = sender
                     .max_message_size()
                     .await

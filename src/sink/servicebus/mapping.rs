@@ -30,7 +30,9 @@ pub fn to_amqp(message: &Message, session_id: bool, partitioned: bool) -> AmqpMe
             message_id: Some(message.message_id.clone().into()),
             content_type: Some(AmqpSymbol::from(message.content_type.as_str())),
             subject: Some(message.body.even_type.name().to_string()),
-            group_id: session_id.then(|| message.session_id.clone()),
+            // Rows written before ids were length-checked may hold a long key: shorten it the
+            // same way (idempotent for current rows).
+            group_id: session_id.then(|| crate::contract::session_id(&message.session_id)),
             ..Default::default()
         });
     for (name, value) in &message.application_properties {
@@ -38,7 +40,7 @@ pub fn to_amqp(message: &Message, session_id: bool, partitioned: bool) -> AmqpMe
     }
     let mut amqp = builder.build();
     if partitioned {
-        add_partition_key(&mut amqp, &message.session_id);
+        add_partition_key(&mut amqp, &crate::contract::session_id(&message.session_id));
     }
     amqp
 }

@@ -44,7 +44,7 @@ pub use runtime::{AmqpRuntime, RuntimeStopped};
 use super::{Sink, SinkBuildError, SinkError};
 use crate::config::ServiceBusConfig;
 use crate::contract::Message;
-use classify::{at_index, classify, outcome_name};
+use classify::{at_index, classify, from_outcome};
 use endpoint::Endpoint;
 use link::Link;
 
@@ -91,9 +91,7 @@ impl ServiceBusSink {
             .run(work(self.core.clone()))
             .await
             .unwrap_or_else(|stopped| {
-                Err(SinkError::Transient {
-                    reason: stopped.to_string(),
-                })
+                Err(SinkError::transient(stopped.to_string()))
             })
     }
 
@@ -120,7 +118,7 @@ impl ServiceBusSink {
                 .iter()
                 .map(|t| {
                     let reason = stopped.to_string();
-                    (t.clone(), Err(SinkError::Transient { reason }))
+                    (t.clone(), Err(SinkError::transient(reason)))
                 })
                 .collect(),
         }
@@ -196,22 +194,8 @@ impl SinkCore {
             let index = single.then_some(range.start);
             match outcome {
                 Ok(AmqpSendOutcome::Accepted) => {}
-                Ok(AmqpSendOutcome::Rejected(error)) => {
-                    let text = format!("{error:?}");
-                    return Err(at_index(classify(topic, "sending to", &text, ""), index));
-                }
-                Ok(other) => {
-                    return Err(SinkError::Transient {
-                        reason: format!(
-                            "topic {topic} did not accept the message ({})",
-                            outcome_name(&other)
-                        ),
-                    })
-                }
-                Err(e) => {
-                    let classified = classify(topic, "sending to", &e, &format!("{e:?}"));
-                    return Err(at_index(classified, index));
-                }
+                Ok(other) => return Err(at_index(from_outcome(topic, &other), index)),
+                Err(e) => return Err(at_index(classify(topic, "sending to", &e), index)),
             }
         }
         Ok(())
@@ -244,9 +228,7 @@ impl SinkCore {
         let result = tokio::time::timeout(limit, work(guard))
             .await
             .unwrap_or_else(|_| {
-                Err(SinkError::Transient {
-                    reason: format!("{what} timed out after {limit:?}"),
-                })
+                Err(SinkError::transient(format!("{what} timed out after {limit:?}")))
             });
         if result.is_err() {
             if let Some(link) = guard.take() {

@@ -8,7 +8,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Mutex, MutexGuard,
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use fe2o3_amqp_types::messaging::Header;
@@ -69,11 +69,22 @@ pub enum BrokerError {
     /// Operation not valid for this entity.
     #[error("{0}")]
     Invalid(String),
+    /// A fault injected by a test ([`Broker::fail_sends`]): answer sends with this condition.
+    #[error("{description}")]
+    Injected {
+        /// The error condition symbol.
+        condition: String,
+        /// The error description.
+        description: String,
+    },
 }
+
+/// Longest MessageId, SessionId and partition key Service Bus accepts, in characters.
+pub const MAX_ID_CHARS: usize = 128;
 
 impl BrokerError {
     /// The AMQP error condition Service Bus uses for this error.
-    pub fn condition(&self) -> &'static str {
+    pub fn condition(&self) -> &str {
         match self {
             BrokerError::NotFound(_) => "amqp:not-found",
             BrokerError::LockLost => "com.microsoft:message-lock-lost",
@@ -83,6 +94,7 @@ impl BrokerError {
             BrokerError::SessionLockLost => "com.microsoft:session-lock-lost",
             BrokerError::Full => "com.microsoft:server-busy",
             BrokerError::Invalid(_) => "amqp:invalid-field",
+            BrokerError::Injected { condition, .. } => condition,
         }
     }
 
@@ -95,6 +107,7 @@ impl BrokerError {
             BrokerError::NoSessionAvailable => 408,
             BrokerError::Full => 503,
             BrokerError::Invalid(_) => 400,
+            BrokerError::Injected { .. } => 503,
         }
     }
 }
@@ -461,6 +474,8 @@ struct Topic {
 struct State {
     entities: HashMap<String, Entity>,
     topics: HashMap<String, Topic>,
+    /// Injected send faults by entity key: condition, description, until (ms).
+    faults: HashMap<String, (String, String, i64)>,
 }
 
 /// What an address resolves to.
@@ -613,13 +628,54 @@ impl Broker {
         }
     }
 
+    /// Fault hook: for `duration`, every send to `entity` (a queue or topic) is rejected with
+    /// error `condition` and `description` (e.g. `com.microsoft:server-busy`).
+    pub fn fail_sends(&self, entity: &str, condition: &str, description: &str, duration: Duration) {
+        let until = now_ms() + duration.as_millis() as i64;
+        self.lock().faults.insert(
+            entity.to_ascii_lowercase(),
+            (condition.to_string(), description.to_string(), until),
+        );
+    }
+
     /// Sends messages to a queue or topic; returns the sequence numbers assigned (for a topic,
-    /// the topic-wide number every subscription's copy carries). Duplicates are dropped silently.
+    /// the topic-wide number every subscription's copy carries). Duplicates are dropped silently. Ids above
+    /// [`MAX_ID_CHARS`] characters are refused (`amqp:invalid-field`), as Service Bus does.
     pub fn send(&self, key: &str, messages: Vec<AmqpMessage>) -> Result<Vec<i64>, BrokerError> {
         let now = now_ms();
         let mut seqs = Vec::new();
         {
             let mut st = self.lock();
+            if let Some((condition, description, until)) = st.faults.get(key) {
+                if *until > now {
+                    return Err(BrokerError::Injected {
+                        condition: condition.clone(),
+                        description: description.clone(),
+                    });
+                }
+            }
+            // Service Bus refuses ids above 128 characters.
+            for msg in &messages {
+                let too_long = |what: &str, id: &str| {
+                    (id.chars().count() > MAX_ID_CHARS).then(|| {
+                        BrokerError::Invalid(format!(
+                            "the {what} exceeds the maximum length of {MAX_ID_CHARS} characters"
+                        ))
+                    })
+                };
+                let partition_key = msg.annotation("x-opt-partition-key").and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                });
+                if let Some(e) = msg
+                    .message_id()
+                    .and_then(|id| too_long("MessageId", &id))
+                    .or_else(|| msg.session_id().and_then(|id| too_long("SessionId", id)))
+                    .or_else(|| partition_key.and_then(|k| too_long("PartitionKey", &k)))
+                {
+                    return Err(e);
+                }
+            }
             for msg in messages {
                 let ttl = msg.ttl_ms().map(|t| t as i64);
                 let id = msg.message_id();

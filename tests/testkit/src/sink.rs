@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use pollbus::contract::Message;
-use pollbus::sink::{Sink, SinkError};
+use pollbus::sink::{Sink, SinkError, TopicBlock};
 
 use crate::schema;
 
@@ -43,7 +43,7 @@ impl MemorySink {
     pub fn set_mode(&self, mode: SinkMode) {
         *self.mode.lock().unwrap() = Some(mode);
     }
-    /// Rejects every message for `topic` for good (like a missing topic).
+    /// Refuses every message for `topic` as a missing topic does (topic-level, not per message).
     pub fn reject_topic(&self, topic: &str) {
         *self.reject_topic.lock().unwrap() = Some(topic.to_string());
     }
@@ -101,9 +101,9 @@ impl Sink for MemorySink {
             schema::assert_valid_message(&serde_json::to_value(m).unwrap());
         }
         if self.reject_topic.lock().unwrap().as_deref() == Some(topic) {
-            return Err(SinkError::Rejected {
-                index: Some(0),
-                reason: format!("topic {topic} not found"),
+            return Err(SinkError::Blocked {
+                block: TopicBlock::NotFound,
+                reason: format!("topic {topic} does not exist"),
             });
         }
         if let Some(id) = self.reject_message.lock().unwrap().as_deref() {
@@ -125,14 +125,10 @@ impl Sink for MemorySink {
                 self.received.lock().unwrap().extend_from_slice(messages);
                 Ok(())
             }
-            SinkMode::FailTransient => Err(SinkError::Transient {
-                reason: "connection refused".into(),
-            }),
+            SinkMode::FailTransient => Err(SinkError::transient("connection refused")),
             SinkMode::DeliverThenFail => {
                 self.received.lock().unwrap().extend_from_slice(messages);
-                Err(SinkError::Transient {
-                    reason: "acknowledgement lost".into(),
-                })
+                Err(SinkError::transient("acknowledgement lost"))
             }
         }
     }
