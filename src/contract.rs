@@ -501,7 +501,10 @@ mod tests {
         long.id = "é".repeat(300);
         let m = Message::build(&long, &ctx(), &TraceContext::random());
         let key = format!("customer.{}", "é".repeat(300));
-        assert_eq!(m.body.partition_key, key, "the body keeps the contract's key");
+        assert_eq!(
+            m.body.partition_key, key,
+            "the body keeps the contract's key"
+        );
         assert!(m.session_id.chars().count() <= MAX_ID_CHARS);
         assert!(m.session_id.starts_with("customer.éé"));
         assert_eq!(m.session_id, session_id(&key), "same key, same session");
@@ -509,10 +512,17 @@ mod tests {
         let mut other = long.clone();
         other.id = format!("{}x", "é".repeat(299));
         let o = Message::build(&other, &ctx(), &TraceContext::random());
-        assert_ne!(o.session_id, m.session_id, "a common prefix is not a common session");
+        assert_ne!(
+            o.session_id, m.session_id,
+            "a common prefix is not a common session"
+        );
         assert!(m.message_id.chars().count() <= MAX_ID_CHARS);
         let exact = "k".repeat(MAX_ID_CHARS);
-        assert_eq!(session_id(&exact), exact, "keys up to the limit are unchanged");
+        assert_eq!(
+            session_id(&exact),
+            exact,
+            "keys up to the limit are unchanged"
+        );
     }
 
     #[test]

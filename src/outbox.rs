@@ -193,9 +193,7 @@ impl Publisher {
                         progressed = true;
                         self.resume(&topic);
                     }
-                    Err(SendError::Blocked { block, reason }) => {
-                        self.pause(&topic, block, &reason)
-                    }
+                    Err(SendError::Blocked { block, reason }) => self.pause(&topic, block, &reason),
                     Err(SendError::Drain(DrainError::Sink {
                         reason,
                         retry_after,
@@ -348,7 +346,11 @@ impl Publisher {
 
     /// The wait after a failed drain: the next backoff step, at least the broker's suggested
     /// wait, never above `backoff_max`.
-    fn next_wait(&self, backoff: &mut impl Iterator<Item = Duration>, error: &DrainError) -> Duration {
+    fn next_wait(
+        &self,
+        backoff: &mut impl Iterator<Item = Duration>,
+        error: &DrainError,
+    ) -> Duration {
         let step = backoff.next().unwrap_or(self.config.backoff_max);
         let asked = match error {
             DrainError::Sink {

@@ -541,7 +541,11 @@ async fn a_missing_topic_pauses_that_topic_and_other_topics_are_unaffected() {
         [("api.event.company".to_string(), TopicBlock::NotFound)]
     );
     let stats = e.store.outbox_stats().await.unwrap();
-    assert_eq!((stats.depth, stats.dead), (1, 0), "the company row waits, not dead");
+    assert_eq!(
+        (stats.depth, stats.dead),
+        (1, 0),
+        "the company row waits, not dead"
+    );
     let got = subscriber(
         &e.connection(),
         &[
@@ -576,7 +580,11 @@ async fn server_busy_whose_text_mentions_401_is_retried_not_dead_lettered() {
     );
     match e.publisher().drain().await {
         Err(DrainError::Sink { retry_after, .. }) => {
-            assert_eq!(retry_after, Some(Duration::from_secs(10)), "server-busy wait")
+            assert_eq!(
+                retry_after,
+                Some(Duration::from_secs(10)),
+                "server-busy wait"
+            )
         }
         other => panic!("expected a transient failure, got {other:?}"),
     }
@@ -619,13 +627,21 @@ async fn a_300_character_vendor_id_gets_a_short_stable_session_id() {
     let key = format!("customer.{long_id}");
     for m in &got {
         let body: Value = serde_json::from_slice(&m.body_data()).unwrap();
-        assert_eq!(body["partitionKey"], key.as_str(), "the contract's key, in full");
+        assert_eq!(
+            body["partitionKey"],
+            key.as_str(),
+            "the contract's key, in full"
+        );
         let session = m.session_id().unwrap();
         assert!(session.chars().count() <= 128, "{session}");
         assert_eq!(session, pollbus::contract::session_id(&key));
         assert!(m.message_id().unwrap().chars().count() <= 128);
     }
-    assert_eq!(got[0].session_id(), got[1].session_id(), "same key, same session");
+    assert_eq!(
+        got[0].session_id(),
+        got[1].session_id(),
+        "same key, same session"
+    );
     // The broker refuses what Service Bus refuses: a 129-character SessionId.
     let mut raw = servicebus_emulator::AmqpMessage::with_data(b"{}");
     raw.properties = Some(Default::default());

@@ -62,7 +62,10 @@ pub(super) fn envelope(
         })
         .build();
     if partitioned {
-        add_partition_key(&mut envelope, &crate::contract::session_id(&first.session_id));
+        add_partition_key(
+            &mut envelope,
+            &crate::contract::session_id(&first.session_id),
+        );
     }
     envelope
 }

@@ -87,7 +87,9 @@ pub(super) async fn ensure<'a>(
     if guard.is_none() {
         let link = tokio::time::timeout(limit, connect(endpoint, "pollbus"))
             .await
-            .map_err(|_| SinkError::transient(format!("connecting to {} timed out", endpoint.display)))?
+            .map_err(|_| {
+                SinkError::transient(format!("connecting to {} timed out", endpoint.display))
+            })?
             .map_err(|reason| SinkError::transient(reason))?;
         tracing::info!(namespace = %endpoint.display, "connected to Service Bus");
         *guard = Some(link);

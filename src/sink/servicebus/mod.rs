@@ -90,9 +90,7 @@ impl ServiceBusSink {
         self.runtime
             .run(work(self.core.clone()))
             .await
-            .unwrap_or_else(|stopped| {
-                Err(SinkError::transient(stopped.to_string()))
-            })
+            .unwrap_or_else(|stopped| Err(SinkError::transient(stopped.to_string())))
     }
 
     /// Connects now (readiness, `check --probe`).
@@ -228,7 +226,9 @@ impl SinkCore {
         let result = tokio::time::timeout(limit, work(guard))
             .await
             .unwrap_or_else(|_| {
-                Err(SinkError::transient(format!("{what} timed out after {limit:?}")))
+                Err(SinkError::transient(format!(
+                    "{what} timed out after {limit:?}"
+                )))
             });
         if result.is_err() {
             if let Some(link) = guard.take() {
