@@ -2,7 +2,7 @@
 //! process does its work; checks nothing external — 503 once the outbox publisher or every
 //! resource task keeps dying, so the orchestrator restarts the process), `/ready` (503 until the
 //! store is migrated and the sink connected, and while shutting down), `/metrics` (Prometheus
-//! text).
+//! text), and `/`, the status page ([`crate::status`]) when the daemon gives one.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::status::StatusPage;
 
 /// Readiness latches (ready when the store and sink are up and no stop has begun) and the
 /// liveness of the tasks doing the work.
@@ -87,6 +88,7 @@ impl Readiness {
 struct AdminState {
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    status: Option<Arc<StatusPage>>,
 }
 
 async fn live(State(s): State<AdminState>) -> impl IntoResponse {
@@ -119,6 +121,17 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
+async fn status(State(s): State<AdminState>) -> Response {
+    match &s.status {
+        Some(page) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            Html(page.render(chrono::Utc::now()).await),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no status page\n").into_response(),
+    }
+}
+
 /// Binds the admin server; call [`AdminServer::serve`] to run it.
 pub struct AdminServer {
     listener: tokio::net::TcpListener,
@@ -135,8 +148,18 @@ impl AdminServer {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         Ok(AdminServer {
             listener,
-            state: AdminState { metrics, ready },
+            state: AdminState {
+                metrics,
+                ready,
+                status: None,
+            },
         })
+    }
+
+    /// Serves `page` at `/`.
+    pub fn with_status(mut self, page: Arc<StatusPage>) -> Self {
+        self.state.status = Some(page);
+        self
     }
 
     /// The bound address.
@@ -147,6 +170,7 @@ impl AdminServer {
     /// Serves until `stop`.
     pub async fn serve(self, stop: CancellationToken) {
         let app = Router::new()
+            .route("/", get(status))
             .route("/live", get(live))
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))

@@ -35,11 +35,12 @@ use tracing::Instrument;
 use crate::admin::{AdminServer, Readiness};
 use crate::clock::Clock;
 use crate::config::{Config, SourceConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Declared, Metrics};
 use crate::outbox::Publisher;
 use crate::poll::{PollError, PollReport, Poller};
 use crate::sink::Sink;
-use crate::source::{self, Resource, Source, SourceContext};
+use crate::source::{self, Resource, Source, SourceContext, SourceError};
+use crate::status::{LastPoll, PageResource, PollBoard, PollOutcome, StatusPage};
 use crate::store::fenced::FencedStore;
 use crate::store::lease::LeaseKeeper;
 use crate::store::{self, ResourceKey, Store, StoreOptions};
@@ -86,6 +87,8 @@ pub struct App {
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
     admin_addr: OnceLock<std::net::SocketAddr>,
+    /// The last poll of each resource, for the status page.
+    board: Arc<PollBoard>,
 }
 
 /// Panics in a row after which a task counts as dead (`/live` may fail, a resource task gives
@@ -232,6 +235,21 @@ impl App {
             .iter()
             .map(|p| ResourceKey::new(&p.resource.source, &p.resource.name))
             .collect();
+        let topics: Vec<String> = pollers
+            .iter()
+            .map(|p| format!("{}{}", config.sink.topic_prefix(), p.resource.entity))
+            .collect();
+        let declared: Vec<Declared> = pollers
+            .iter()
+            .zip(&topics)
+            .map(|(p, topic)| Declared {
+                source: &p.resource.source,
+                resource: &p.resource.name,
+                topic,
+                interval_seconds: poller_interval(&config, p).0.as_secs_f64(),
+            })
+            .collect();
+        metrics.declare(&declared);
         let replica = config
             .cluster
             .replica_id
@@ -254,6 +272,7 @@ impl App {
             metrics,
             ready: Arc::new(Readiness::default()),
             admin_addr: OnceLock::new(),
+            board: Arc::new(PollBoard::default()),
         })
     }
 
@@ -358,7 +377,7 @@ impl App {
                 continue;
             };
             fenced.set_fence(Some(fence));
-            let result = poll_logged(&poller, &stop, &self.metrics).await;
+            let result = poll_logged(&poller, &stop, &self.metrics, &self.board).await;
             fenced.set_fence(None);
             match result {
                 Ok(report) => total.add(&report),
@@ -389,8 +408,9 @@ impl App {
             let addr = server
                 .local_addr()
                 .map_err(|e| StartError::Admin(e.to_string()))?;
-            tracing::info!(%addr, "admin server: /live /ready /metrics");
+            tracing::info!(%addr, "admin server: / (status) /live /ready /metrics");
             let _ = self.admin_addr.set(addr);
+            let server = server.with_status(Arc::new(self.status_page()));
             tokio::spawn(server.serve(admin_stop.clone()));
         }
         self.ready.store_ready();
@@ -435,6 +455,11 @@ impl App {
                 },
             ))
         };
+        tokio::spawn(lease_metrics(
+            self.leases.clone(),
+            self.metrics.clone(),
+            leases_stop.clone(),
+        ));
         for (poller, fenced) in self.pollers.iter().zip(&self.fenced) {
             let poller = poller.clone();
             let lease = LeaseSlot {
@@ -446,6 +471,7 @@ impl App {
             let interval = poller_interval(&self.config, &poller);
             let metrics = self.metrics.clone();
             let ready = self.ready.clone();
+            let board = self.board.clone();
             ready.poll_task_started();
             tasks.spawn(supervise(
                 "poll",
@@ -465,6 +491,7 @@ impl App {
                         stop.clone(),
                         metrics.clone(),
                         ready.clone(),
+                        board.clone(),
                     )
                 },
             ));
@@ -529,6 +556,81 @@ fn sink_connect_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+impl App {
+    /// The status page over this app's store and resources.
+    fn status_page(&self) -> StatusPage {
+        let resources = self
+            .pollers
+            .iter()
+            .map(|p| PageResource {
+                key: ResourceKey::new(&p.resource.source, &p.resource.name),
+                topic: format!("{}{}", self.config.sink.topic_prefix(), p.resource.entity),
+                interval: poller_interval(&self.config, p).0,
+            })
+            .collect();
+        // Only the URL's scheme is looked at: the URL itself may hold a password.
+        let backend = if self.config.state.url.expose().starts_with("postgres") {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        StatusPage::new(
+            self.store.clone(),
+            self.board.clone(),
+            resources,
+            self.leases.replica().to_string(),
+            backend,
+        )
+    }
+}
+
+/// Mirrors this replica's leases into `pollbus_lease_owned` (1 held, 0 not) and counts each
+/// lease gained in `pollbus_lease_acquisitions_total`, until `stop`.
+async fn lease_metrics(leases: Arc<LeaseKeeper>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut held = leases.subscribe();
+    let mut before: std::collections::BTreeSet<ResourceKey> = Default::default();
+    loop {
+        let now: std::collections::BTreeSet<ResourceKey> =
+            held.borrow_and_update().keys().cloned().collect();
+        for key in now.difference(&before) {
+            let l = &[key.source.as_str(), key.resource.as_str()];
+            metrics.lease_owned.with_label_values(l).set(1);
+            metrics.lease_acquisitions.with_label_values(l).inc();
+        }
+        for key in before.difference(&now) {
+            metrics
+                .lease_owned
+                .with_label_values(&[key.source.as_str(), key.resource.as_str()])
+                .set(0);
+        }
+        before = now;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            changed = held.changed() => if changed.is_err() { break },
+        }
+    }
+    for key in &before {
+        metrics
+            .lease_owned
+            .with_label_values(&[key.source.as_str(), key.resource.as_str()])
+            .set(0);
+    }
+}
+
+/// The failing part of a poll, as the status page names it.
+fn failure_kind(e: &PollError) -> &'static str {
+    match e {
+        PollError::Source(SourceError::Auth { .. }) => "auth",
+        PollError::Source(SourceError::Vendor { .. }) => "vendor",
+        PollError::Source(SourceError::Unsupported { .. }) => "unsupported",
+        PollError::Store(
+            store::StoreError::LeaseLost { .. } | store::StoreError::NotLeased { .. },
+        ) => "lease lost",
+        PollError::Store(_) => "store",
+        PollError::ReconcileGuard { .. } => "reconcile guard",
+    }
+}
+
 /// (interval, jitter) of a poller's source.
 fn poller_interval(config: &Config, poller: &Poller) -> (Duration, Duration) {
     config
@@ -543,6 +645,7 @@ async fn poll_logged(
     poller: &Poller,
     stop: &CancellationToken,
     metrics: &Metrics,
+    board: &PollBoard,
 ) -> Result<PollReport, PollError> {
     let trace = crate::contract::TraceContext::random();
     let span = tracing::info_span!(
@@ -566,6 +669,25 @@ async fn poll_logged(
             Err(_) => metrics.poll_failed(source, resource, started.elapsed().as_secs_f64()),
         }
         let key = ResourceKey::new(source, resource);
+        if let Err(PollError::Source(SourceError::Auth { .. })) = &result {
+            metrics.auth_failures.with_label_values(&[source]).inc();
+        }
+        board.record(
+            &key,
+            LastPoll {
+                at: poller.clock.now(),
+                outcome: match &result {
+                    Ok(r) if r.paused => PollOutcome::Paused,
+                    Ok(_) => PollOutcome::Ok,
+                    Err(e) => PollOutcome::Failed(failure_kind(e)),
+                },
+                records: result.as_ref().map_or(0, |r| r.records),
+                changes: result
+                    .as_ref()
+                    .map_or(0, |r| r.created + r.updated + r.deleted),
+                duration: started.elapsed(),
+            },
+        );
         if let Ok(Some(state)) = poller.store.resource_state(&key).await {
             if let Some(cursor) = state.cursor {
                 let lag = (poller.clock.now() - cursor).num_seconds().max(0);
@@ -615,6 +737,7 @@ async fn resource_loop(
     stop: CancellationToken,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    board: Arc<PollBoard>,
 ) {
     let key = ResourceKey::new(&poller.resource.source, &poller.resource.name);
     let mut held = lease.leases.subscribe();
@@ -630,7 +753,7 @@ async fn resource_loop(
             continue;
         };
         lease.fenced.set_fence(Some(fence));
-        let outcome = AssertUnwindSafe(poll_logged(&poller, &stop, &metrics))
+        let outcome = AssertUnwindSafe(poll_logged(&poller, &stop, &metrics, &board))
             .catch_unwind()
             .await;
         lease.fenced.set_fence(None);

@@ -26,4 +26,5 @@ pub mod poll;
 pub mod record;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod store;

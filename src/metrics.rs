@@ -3,8 +3,8 @@
 //! a record id). Recorded per poll and per batch, not per record.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// What one poll counted, as metrics records it (the poll loop's `PollReport` converts into it,
@@ -72,6 +72,42 @@ pub struct Metrics {
     pub task_restarts: IntCounterVec,
     /// Unix time of the resource's last successful poll.
     pub last_success: IntGaugeVec,
+    /// Polls that failed to authenticate (token request refused, credentials rejected), by
+    /// source.
+    pub auth_failures: IntCounterVec,
+    /// The configured poll interval of each resource, seconds (alerts compare the age of the
+    /// last successful poll with it).
+    pub poll_interval: GaugeVec,
+    /// 1 while this replica holds the resource's lease, else 0.
+    pub lease_owned: IntGaugeVec,
+    /// Times this replica gained a resource's lease.
+    pub lease_acquisitions: IntCounterVec,
+    /// Rows in the dead-letter table.
+    pub dead_letters: IntGauge,
+}
+
+/// One configured resource, as [`Metrics::declare`] needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Declared<'a> {
+    /// The source's name.
+    pub source: &'a str,
+    /// The resource's name.
+    pub resource: &'a str,
+    /// The topic its messages go to.
+    pub topic: &'a str,
+    /// The poll interval, seconds.
+    pub interval_seconds: f64,
+}
+
+/// Why the sink may block a topic (`reason` of `pollbus_topic_blocked`).
+pub const TOPIC_BLOCKED_REASONS: [&str; 4] = ["not_found", "unauthorized", "disabled", "quota_exceeded"];
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -235,6 +271,43 @@ impl Metrics {
         registry
             .register(Box::new(last_success.clone()))
             .expect("unique metric");
+        let auth_failures = counter(
+            &registry,
+            "pollbus_auth_failures_total",
+            "Polls that failed to authenticate with the vendor.",
+            &["source"],
+        );
+        let poll_interval = GaugeVec::new(
+            Opts::new(
+                "pollbus_poll_interval_seconds",
+                "The configured poll interval of the resource.",
+            ),
+            sr,
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(poll_interval.clone()))
+            .expect("unique metric");
+        let lease_owned = gauge_vec(
+            &registry,
+            "pollbus_lease_owned",
+            "1 while this replica holds the resource's lease.",
+            sr,
+        );
+        let lease_acquisitions = counter(
+            &registry,
+            "pollbus_lease_acquisitions_total",
+            "Times this replica gained the resource's lease.",
+            sr,
+        );
+        let dead_letters = IntGauge::new(
+            "pollbus_dead_letters",
+            "Rows in the dead-letter table (see `pollbus dlq`).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(dead_letters.clone()))
+            .expect("unique metric");
         Metrics {
             registry,
             polls,
@@ -257,6 +330,46 @@ impl Metrics {
             up,
             task_restarts,
             last_success,
+            auth_failures,
+            poll_interval,
+            lease_owned,
+            lease_acquisitions,
+            dead_letters,
+        }
+    }
+
+    /// Declares every configured resource: sets its poll interval and creates its per-source,
+    /// per-resource and per-topic series at zero, so rates and alerts see them before the
+    /// first event (a counter that appears only at its first increment hides that increment
+    /// from `increase()`).
+    pub fn declare(&self, resources: &[Declared<'_>]) {
+        for r in resources {
+            let l = &[r.source, r.resource];
+            self.poll_interval
+                .with_label_values(l)
+                .set(r.interval_seconds);
+            for outcome in ["ok", "error", "paused"] {
+                self.polls
+                    .with_label_values(&[r.source, r.resource, outcome]);
+            }
+            for event in ["create", "update", "delete"] {
+                self.changes
+                    .with_label_values(&[r.source, r.resource, event]);
+            }
+            self.records.with_label_values(l);
+            self.records_skipped.with_label_values(l);
+            self.noop_updates.with_label_values(l);
+            self.lease_owned.with_label_values(l);
+            self.lease_acquisitions.with_label_values(l);
+            self.rate_limit_waits.with_label_values(&[r.source]);
+            self.token_refreshes.with_label_values(&[r.source]);
+            self.auth_failures.with_label_values(&[r.source]);
+            self.published.with_label_values(&[r.topic]);
+            self.publish_failures.with_label_values(&[r.topic]);
+            self.dead_lettered.with_label_values(&[r.topic]);
+            for reason in TOPIC_BLOCKED_REASONS {
+                self.topic_blocked.with_label_values(&[r.topic, reason]);
+            }
         }
     }
 

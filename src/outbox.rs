@@ -99,6 +99,7 @@ impl Publisher {
                 .map(|t| (chrono::Utc::now() - t).num_seconds().max(0))
                 .unwrap_or(0);
             m.outbox_oldest_age.set(age);
+            m.dead_letters.set(stats.dead as i64);
         }
     }
 
