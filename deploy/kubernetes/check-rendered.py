@@ -6,9 +6,10 @@ PyYAML and jsonschema through kubernetes-validate):
     check-rendered.py sqlite RENDERED.yaml
     check-rendered.py postgres RENDERED.yaml
 
-It also validates the ServiceMonitor, a Prometheus Operator CRD kind that kubernetes-validate has
-no schema for, against the subset of the CRD's schema that pollbus uses (field names, types and
-the operator's duration pattern; unknown fields rejected, as --strict does for core kinds).
+It also validates the ServiceMonitor and the PrometheusRule, Prometheus Operator CRD kinds that
+kubernetes-validate has no schema for, against the subset of the CRDs' schemas that pollbus uses
+(field names, types and the operator's duration pattern; unknown fields rejected, as --strict
+does for core kinds). tests/alerts.rs loads the rules themselves into promtool.
 Exit status 1 with one line per problem.
 """
 
@@ -77,6 +78,58 @@ SERVICEMONITOR_SCHEMA = {
     },
 }
 
+METADATA_SCHEMA = SERVICEMONITOR_SCHEMA["properties"]["metadata"]
+PROMETHEUSRULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": METADATA_SCHEMA,
+        "spec": {
+            "type": "object",
+            "required": ["groups"],
+            "additionalProperties": False,
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string", "pattern": DURATION},
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["alert", "expr", "labels", "annotations"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": {"type": "string", "pattern": DURATION},
+                                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        "annotations": {
+                                            "type": "object",
+                                            "required": ["summary", "description", "runbook_url"],
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
 
 def seconds(text):
     """A humantime duration as pollbus.toml writes it ("20s", "1m", "500ms") in seconds."""
@@ -119,9 +172,10 @@ def main(overlay, path):
     cm = one("ConfigMap")
     svc = one("Service", "pollbus")
     sm = one("ServiceMonitor", "pollbus")
+    rule = one("PrometheusRule", "pollbus")
     pdb = one("PodDisruptionBudget", "pollbus")
     sa = one("ServiceAccount", "pollbus")
-    if None in (dep, cm, svc, sm, pdb, sa):
+    if None in (dep, cm, svc, sm, pdb, sa, rule):
         return problems
 
     # The config file and what the Deployment gives it.
@@ -198,6 +252,10 @@ def main(overlay, path):
         jsonschema.validate(sm, SERVICEMONITOR_SCHEMA)
     except jsonschema.ValidationError as e:
         problems.append(f"ServiceMonitor invalid at {'/'.join(map(str, e.absolute_path))}: {e.message}")
+    try:
+        jsonschema.validate(rule, PROMETHEUSRULE_SCHEMA)
+    except jsonschema.ValidationError as e:
+        problems.append(f"PrometheusRule invalid at {'/'.join(map(str, e.absolute_path))}: {e.message}")
     check(all(svc["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"].get("matchLabels", {}).items()),
           "ServiceMonitor selector does not match the Service labels")
     for ep in sm["spec"]["endpoints"]:
@@ -252,4 +310,4 @@ if __name__ == "__main__":
         print(f"  FAIL {sys.argv[1]}: {p}")
     if found:
         sys.exit(1)
-    print(f"  ok {sys.argv[1]}: manifests agree with each other and with pollbus.toml; ServiceMonitor matches its schema subset")
+    print(f"  ok {sys.argv[1]}: manifests agree with each other and with pollbus.toml; ServiceMonitor and PrometheusRule match their schema subsets")
