@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run). Installs what it needs on a fresh
 # machine: the Python venv for the Service Bus interop tests, PostgreSQL when nothing answers on
-# 127.0.0.1:5432, and the Kubernetes manifest checkers.
+# 127.0.0.1:5432, promtool (alert unit tests), Chromium (status page test) and the Kubernetes
+# manifest checkers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,14 @@ for setup in scripts/setup-python.sh scripts/ensure-postgres.sh; do
     "$setup"
   fi
 done
+
+# promtool runs the alert unit tests (tests/alerts.rs); they cannot pass without it.
+step "scripts/ensure-promtool.sh"
+scripts/ensure-promtool.sh
+# Chromium renders the status page (tests/observability.rs). Where Debian's package cannot be
+# installed, that test says so and skips its browser part instead of failing the suite.
+step "scripts/ensure-chromium.sh"
+scripts/ensure-chromium.sh || echo "chromium unavailable: the status page test will skip its browser part"
 
 # cargo-nextest runs each test in its own process under the time limits in
 # .config/nextest.toml, so a hung test fails on its own instead of stalling the suite.

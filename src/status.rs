@@ -282,7 +282,7 @@ const CSS: &str = "\
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d2430;background:#fafbfc}\
 h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.2em 0 .4em}\
 table{border-collapse:collapse;background:#fff}\
-th,td{border:1px solid #d5dae1;padding:.3em .6em;text-align:left;vertical-align:top}\
+th,td{border:1px solid #d5dae1;padding:.3em .6em;text-align:left;vertical-align:top;white-space:nowrap}\
 thead th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums}\
 .ok{color:#17692b}.warn{color:#8a5a00}.bad{color:#b3261e;font-weight:600}\
 .meta{color:#555}footer{margin-top:1.5em;color:#777;font-size:.9em}";
