@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use maud::{html, Markup, DOCTYPE};
 
-use crate::store::{
-    Lease, LeaseStore, OutboxGauge, OutboxStats, PageStore, ResourceKey, ResourceSummary, Store,
-};
+use crate::store::{Lease, OutboxStats, ResourceKey, ResourceSummary, Store};
 
 /// Seconds between two loads of the page (`<meta http-equiv="refresh">`).
 pub const REFRESH_SECONDS: u32 = 5;

@@ -63,12 +63,8 @@ trait VendorUnderTest: Sized + Send + Sync {
 }
 
 /// The pollbus TOML for `vendor`: one source, resource `V::RESOURCE` → entity [`ENTITY`] with
-/// field `Name`, `on_behalf_of` [`ON_BEHALF_OF`], `initial = "emit"`, `max_attempts = 2`.
-fn toml<V: VendorUnderTest>(vendor: &V, page_size: u32) -> String {
-    toml_with(vendor, page_size, "emit")
-}
-
-/// [`toml`] with the resource's first poll as `initial` says (`emit` or `baseline`).
+/// field `Name`, `on_behalf_of` [`ON_BEHALF_OF`], `max_attempts = 2`, and the resource's first
+/// poll as `initial` says (`emit` or `baseline`).
 fn toml_with<V: VendorUnderTest>(vendor: &V, page_size: u32, initial: &str) -> String {
     format!(
         r#"

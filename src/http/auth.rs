@@ -806,11 +806,6 @@ mod tests {
             }
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn login_backoff_doubles_from_five_seconds_up_to_ten_minutes() {
