@@ -100,7 +100,8 @@ pub struct Declared<'a> {
 }
 
 /// Why the sink may block a topic (`reason` of `pollbus_topic_blocked`).
-pub const TOPIC_BLOCKED_REASONS: [&str; 4] = ["not_found", "unauthorized", "disabled", "quota_exceeded"];
+pub const TOPIC_BLOCKED_REASONS: [&str; 4] =
+    ["not_found", "unauthorized", "disabled", "quota_exceeded"];
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");

@@ -673,7 +673,12 @@ async fn a_missing_topic_pauses_only_that_topic_and_dead_letters_nothing() {
             .get()
     };
     assert_eq!(gauge("not_found"), 1);
-    let ids: Vec<String> = rig.sink.messages().iter().map(|m| m.body.id.clone()).collect();
+    let ids: Vec<String> = rig
+        .sink
+        .messages()
+        .iter()
+        .map(|m| m.body.id.clone())
+        .collect();
     assert_eq!(ids, ["a1", "a2", "a3"]);
 
     // New rows of the healthy topic keep flowing while the other stays paused.
@@ -716,7 +721,13 @@ async fn max_rows_counts_per_topic_so_a_paused_topic_stops_only_its_resources() 
     assert!(!r.paused, "customers has its own share: {r:?}");
     assert_eq!(r.created, 1);
     assert_eq!(rig.sink.messages().last().unwrap().body.id, "m");
-    assert_eq!(rig.store.outbox_depth_in("api.event.company").await.unwrap(), 3);
+    assert_eq!(
+        rig.store
+            .outbox_depth_in("api.event.company")
+            .await
+            .unwrap(),
+        3
+    );
 }
 
 #[tokio::test]

@@ -175,27 +175,39 @@ async fn suite(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
+    // Waiting now: account "9" (the oldest row), customer "2" (requeued), accounts a1, a2.
     assert_eq!(
         store.outbox_topics().await.unwrap(),
-        ["api.event.customer", "api.event.account"]
+        ["api.event.account", "api.event.customer"]
     );
-    let accounts = store.outbox_next_in("api.event.account", 1).await.unwrap();
+    let accounts = store.outbox_next_in("api.event.account", 2).await.unwrap();
     assert_eq!(
         accounts
             .iter()
             .map(|r| r.message.body.id.as_str())
             .collect::<Vec<_>>(),
-        ["a1"]
+        ["9", "a1"]
+    );
+    let customers = store
+        .outbox_next_in("api.event.customer", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        customers
+            .iter()
+            .map(|r| r.message.body.id.as_str())
+            .collect::<Vec<_>>(),
+        ["2"]
     );
     assert_eq!(
         store.outbox_depth_in("api.event.customer").await.unwrap(),
-        2
+        1
     );
-    assert_eq!(store.outbox_depth_in("api.event.account").await.unwrap(), 2);
+    assert_eq!(store.outbox_depth_in("api.event.account").await.unwrap(), 3);
     assert_eq!(store.outbox_depth_in("api.event.none").await.unwrap(), 0);
     let accounts = store.outbox_next_in("api.event.account", 10).await.unwrap();
     let seqs: Vec<i64> = accounts.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs.len(), 2);
+    assert_eq!(seqs.len(), 3);
     store.outbox_ack(&seqs).await.unwrap();
     assert_eq!(store.outbox_topics().await.unwrap(), ["api.event.customer"]);
 
@@ -474,6 +486,7 @@ async fn pg_store(url: &str, replica: &str, claim_timeout: Duration) -> Arc<PgSt
     let options = StoreOptions {
         replica_id: replica.into(),
         claim_timeout,
+        ..StoreOptions::default()
     };
     Arc::new(PgStore::open(url, &options).await.unwrap())
 }

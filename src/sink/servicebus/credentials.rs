@@ -109,7 +109,7 @@ impl Link {
             .credentials
             .token(&audience)
             .await
-            .map_err(|reason| SinkError::transient(reason))?;
+            .map_err(SinkError::transient)?;
         let expires_on = OffsetDateTime::from_unix_timestamp(
             expiry
                 .duration_since(UNIX_EPOCH)

@@ -90,7 +90,7 @@ pub(super) async fn ensure<'a>(
             .map_err(|_| {
                 SinkError::transient(format!("connecting to {} timed out", endpoint.display))
             })?
-            .map_err(|reason| SinkError::transient(reason))?;
+            .map_err(SinkError::transient)?;
         tracing::info!(namespace = %endpoint.display, "connected to Service Bus");
         *guard = Some(link);
     }
