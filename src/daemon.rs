@@ -181,6 +181,8 @@ impl App {
         let options = StoreOptions {
             replica_id,
             claim_timeout: config.cluster.claim_timeout,
+            session_timeout: (config.cluster.lease_ttl / 3).max(Duration::from_secs(1)),
+            sqlite_writer: true,
         };
         let store = store::open_with(config.state.url.expose(), &options).await?;
         let sink = crate::sink::build(&config.sink).await?;
@@ -532,17 +534,58 @@ impl App {
             tracing::warn!("pages still in flight at the end of the grace period; abandoning them (their cursor did not move)");
             tasks.abort_all();
         }
+        // Everything after the stop signal fits in the grace period, whatever the broker or
+        // the store does: each step gets what is left of it, and a step that hangs (a broker
+        // that accepts but never answers) is abandoned — its rows stay in the outbox.
+        let deadline = started + grace;
+        let left_of_grace = || deadline.saturating_duration_since(tokio::time::Instant::now());
         leases_stop.cancel();
-        let _ = lease_task.await;
-        self.leases.release().await;
+        let lease_task_abort = lease_task.abort_handle();
+        if tokio::time::timeout(left_of_grace(), lease_task)
+            .await
+            .is_err()
+        {
+            lease_task_abort.abort();
+        }
+        if tokio::time::timeout(left_of_grace(), self.leases.release())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the store did not answer within the grace period; the leases expire on their own after lease_ttl");
+        }
         publisher_stop.cancel();
-        let _ = publisher_task.await;
-        let left = publisher
-            .flush(grace.saturating_sub(started.elapsed()))
-            .await?;
-        publisher.record_depth().await;
+        let publisher_abort = publisher_task.abort_handle();
+        if tokio::time::timeout(left_of_grace(), publisher_task)
+            .await
+            .is_err()
+        {
+            publisher_abort.abort();
+        }
+        let left = match tokio::time::timeout(left_of_grace(), publisher.flush(left_of_grace()))
+            .await
+        {
+            Ok(left) => left?,
+            Err(_) => {
+                let left = tokio::time::timeout(Duration::from_secs(1), self.store.outbox_stats())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map_or(0, |s| s.depth);
+                tracing::warn!(
+                    left,
+                    grace = ?grace,
+                    "the sink did not answer within the grace period; the unsent messages stay in the outbox for the next start"
+                );
+                left
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), publisher.record_depth()).await;
         admin_stop.cancel();
-        tracing::info!(outbox_left = left, "stopped");
+        tracing::info!(
+            outbox_left = left,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "stopped"
+        );
         Ok(left)
     }
 }

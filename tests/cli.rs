@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use pollbus_testkit::cli::{http_get_blocking, pollbus, text};
+use pollbus_testkit::cli::{http_get_blocking, pollbus, text, RunningPollbus};
 use pollbus_testkit::schema;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pollbus");
@@ -552,4 +552,164 @@ fn a_second_signal_exits_at_once_without_losing_the_outbox() {
         waiting > 0,
         "the undelivered messages wait for the next start: {show}"
     );
+}
+
+/// [`DEMO`] with the admin server on an ephemeral port, a 1 s interval and a `lease_ttl` far
+/// longer than the tests wait, so a poll that had to wait out a predecessor's lease cannot pass.
+fn demo_with_long_lease() -> String {
+    DEMO.replace(
+        "[[sources]]",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nlease_ttl = \"300s\"\n\n[[sources]]",
+    )
+    .replace(
+        "source_system = \"CRM\"",
+        "source_system = \"CRM\"\ninterval = \"1s\"",
+    )
+}
+
+/// Scrapes `pollbus` until its first successful poll; how long that took from `since`, or
+/// `None` after `limit`.
+fn first_poll(p: &RunningPollbus, since: Instant, limit: Duration) -> Option<Duration> {
+    while since.elapsed() < limit {
+        let (_, body) = http_get_blocking(&p.addr, "/metrics");
+        if metric(
+            &body,
+            "pollbus_polls_total{outcome=\"ok\",resource=\"customers\",source=\"demo\"}",
+        ) >= 1.0
+        {
+            return Some(since.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Injected: the daemon is killed with SIGKILL (no lease release) and started again on the
+/// same SQLite file, with `lease_ttl = 300s`. The new process takes the writer lock, ends its
+/// dead predecessor's leases and polls at once instead of waiting 300 s; the restart time is
+/// printed (a measurement, not an assertion on speed: the limit is far above it).
+#[test]
+fn a_killed_daemon_on_sqlite_polls_again_at_once_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &demo_with_long_lease());
+    let first = RunningPollbus::start(BIN, dir.path());
+    let started = Instant::now();
+    let took = first_poll(&first, started, Duration::from_secs(30));
+    assert!(took.is_some(), "first start never polled:\n{}", first.log());
+    first.signal("-KILL");
+    drop(first);
+    let restarted = Instant::now();
+    let second = RunningPollbus::start(BIN, dir.path());
+    let took = first_poll(&second, restarted, Duration::from_secs(60));
+    let log = second.log();
+    let took = took
+        .unwrap_or_else(|| panic!("the restarted daemon waited for the dead one's lease:\n{log}"));
+    assert!(
+        log.contains("ended the leases of a previous pollbus process"),
+        "{log}"
+    );
+    eprintln!(
+        "restart to first poll (SIGKILL, then start, lease_ttl 300 s): {} ms",
+        took.as_millis()
+    );
+}
+
+/// Injected: a second `pollbus run` on the state file of a running one. It exits 1 at once
+/// with an error naming the file, the lock and the holder's pid; the first keeps running and
+/// its state file is not touched by the second.
+#[test]
+fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &demo_with_long_lease());
+    let first = RunningPollbus::start(BIN, dir.path());
+    assert!(first_poll(&first, Instant::now(), Duration::from_secs(30)).is_some());
+    let second = pollbus(
+        BIN,
+        Some(dir.path()),
+        &["run", "--config", "pollbus.toml"],
+        &[],
+    );
+    let err = text(&second.stderr);
+    assert_ne!(second.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("is in use by another pollbus process"),
+        "{err}"
+    );
+    assert!(err.contains("state/pollbus.db.lock"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    assert_eq!(http_get_blocking(&first.addr, "/live").0, 200);
+    // The read-only state commands still work beside the running daemon.
+    let show = pollbus(
+        BIN,
+        Some(dir.path()),
+        &["state", "--config", "pollbus.toml", "show"],
+        &[],
+    );
+    assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
+}
+
+/// Injected: a broker that accepts TCP connections and never answers (a hung Service Bus
+/// front end), with messages waiting in the outbox. SIGTERM still ends pollbus with exit 0
+/// within `shutdown_grace` (3 s here), and the unsent messages stay in the outbox.
+#[test]
+fn sigterm_exits_within_the_grace_even_when_the_broker_hangs() {
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = black_hole.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in black_hole.incoming().flatten() {
+            held.push(conn); // read nothing, answer nothing, close nothing
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "shutdown_grace = \"3s\"\n{}",
+        DEMO.replace(
+            "[sink]\nkind = \"jsonl\"\npath = \"./out/messages.jsonl\"",
+            &format!("[admin]\nlisten = \"127.0.0.1:0\"\n[sink]\nkind = \"servicebus\"\nconnection_string = \"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true\""),
+        )
+        .replace("source_system = \"CRM\"", "source_system = \"CRM\"\ninterval = \"1s\"")
+    );
+    write_config(dir.path(), &config);
+    let mut p = RunningPollbus::start(BIN, dir.path());
+    // Wait until changes wait in the outbox.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first_poll(&p, Instant::now(), Duration::from_millis(100)).is_none() {
+        assert!(Instant::now() < deadline, "never polled:\n{}", p.log());
+    }
+    p.signal("-TERM");
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(30),
+            "still running 30 s after SIGTERM with a 3 s grace:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = signalled.elapsed();
+    let log = p.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        took < Duration::from_secs(3 + 5),
+        "exited {} ms after SIGTERM, grace 3 s:\n{log}",
+        took.as_millis()
+    );
+    eprintln!(
+        "SIGTERM to exit with a hung broker, grace 3 s: {} ms",
+        took.as_millis()
+    );
+    let show = text(
+        &pollbus(
+            BIN,
+            Some(dir.path()),
+            &["state", "--config", "pollbus.toml", "show"],
+            &[],
+        )
+        .stdout,
+    );
+    assert!(!show.starts_with("outbox: 0 waiting"), "{show}");
 }

@@ -171,6 +171,7 @@ async fn start(
     let options = StoreOptions {
         replica_id: id.clone(),
         claim_timeout: Duration::from_secs(2),
+        ..StoreOptions::default()
     };
     let url = url.to_string();
     let store = runtime
@@ -519,6 +520,7 @@ async fn a_replica_frozen_past_its_lease_cannot_commit() {
     let options = |id: &str| StoreOptions {
         replica_id: id.into(),
         claim_timeout: Duration::from_secs(2),
+        ..StoreOptions::default()
     };
     let a_store: Arc<dyn Store> = Arc::new(PgStore::open(&db.url, &options("a")).await.unwrap());
     let b_raw = Arc::new(PgStore::open(&db.url, &options("b")).await.unwrap());

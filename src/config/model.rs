@@ -867,3 +867,29 @@ pub(crate) mod defaults {
         8
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The pod is SIGKILLed `terminationGracePeriodSeconds` after SIGTERM; pollbus finishes
+    /// within `shutdown_grace` (its final outbox flush included), so the default grace must
+    /// fit inside the Deployment's period with room for the process to exit.
+    #[test]
+    fn the_default_shutdown_grace_fits_the_deployments_termination_grace_period() {
+        let deployment = include_str!("../../deploy/kubernetes/base/deployment.yaml");
+        let period: u64 = deployment
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("deployment.yaml sets terminationGracePeriodSeconds");
+        let grace = super::defaults::shutdown_grace().as_secs();
+        assert!(
+            grace + 5 <= period,
+            "shutdown_grace {grace}s + 5s to exit must fit terminationGracePeriodSeconds {period}s"
+        );
+        let configured = include_str!("../../deploy/kubernetes/base/pollbus.toml");
+        assert!(
+            configured.contains(&format!("shutdown_grace = \"{grace}s\"")),
+            "the shipped pollbus.toml states the default grace"
+        );
+    }
+}

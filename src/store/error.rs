@@ -13,6 +13,16 @@ pub enum StoreError {
         /// What was found.
         detail: String,
     },
+    /// Another process holds the SQLite state file's writer lock: SQLite state has one writer.
+    #[error("state file {location} is in use by another pollbus process ({holder} holds {lock}); SQLite state has one writer: stop that process first, or use PostgreSQL (state.url = \"postgres://…\") for several replicas")]
+    InUse {
+        /// The state file.
+        location: String,
+        /// The lock file.
+        lock: String,
+        /// Who holds it, as far as the lock file says (`pid N on HOST`), or `a process`.
+        holder: String,
+    },
     /// The database could not be opened or migrated.
     #[error("cannot open state store {location}: {source}")]
     Open {

@@ -181,6 +181,18 @@ pub struct StoreOptions {
     /// How long claimed outbox rows stay with their claimer before another replica may
     /// reclaim them (PostgreSQL).
     pub claim_timeout: Duration,
+    /// PostgreSQL: the longest one of this replica's sessions may sit idle inside a
+    /// transaction (`idle_in_transaction_session_timeout`) or wait for a lock (`lock_timeout`);
+    /// a statement may run twice as long (`statement_timeout`). A replica frozen inside the
+    /// lease or claim transaction (a paused VM, a stuck node) is cut off by the server after
+    /// this, so it cannot stall the others for longer. The daemon uses a third of
+    /// `cluster.lease_ttl`.
+    pub session_timeout: Duration,
+    /// SQLite: take the state file's writer lock (`<file>.lock`) for as long as the store is
+    /// open, refusing to open a file another process holds, and end the leases a previous
+    /// process left (it cannot be running: the lock is ours). The daemon sets it; the state
+    /// commands (`state show`, `dlq`) do not, so they can read a running daemon's file.
+    pub sqlite_writer: bool,
 }
 
 impl Default for StoreOptions {
@@ -188,6 +200,8 @@ impl Default for StoreOptions {
         StoreOptions {
             replica_id: default_replica_id(),
             claim_timeout: Duration::from_secs(60),
+            session_timeout: Duration::from_secs(10),
+            sqlite_writer: false,
         }
     }
 }
@@ -214,7 +228,11 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// Opens the store at `url` (`sqlite:…` or `postgres://…`), migrating it.
 pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+        if options.sqlite_writer {
+            Ok(Arc::new(sqlite::SqliteStore::open_writer(url).await?))
+        } else {
+            Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+        }
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(postgres::PgStore::open(url, options).await?))
     } else {

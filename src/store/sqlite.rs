@@ -15,6 +15,65 @@ use super::*;
 /// The SQLite store.
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The writer lock file, held (locked) while the store lives, when opened as the writer.
+    _writer: Option<std::fs::File>,
+}
+
+/// The writer lock of state file `path`: `<path>.lock`, next to it.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the writer lock of state file `path` (an exclusive `flock` on `<path>.lock`, released by
+/// the kernel when the process ends, however it ends) and writes who holds it into the file.
+fn take_writer_lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let lock = lock_path(path);
+    let open_err = |e: std::io::Error| StoreError::Open {
+        location: lock.display().to_string(),
+        source: sqlx::Error::Io(e),
+    };
+    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(open_err)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock)
+        .map_err(open_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = (&file).take(200).read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(StoreError::InUse {
+                location: path.display().to_string(),
+                lock: lock.display().to_string(),
+                holder: if holder.is_empty() {
+                    "a process".into()
+                } else {
+                    holder.to_string()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
+    }
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let holder = match host.trim() {
+        "" => format!("pid {}", std::process::id()),
+        host => format!("pid {} on {host}", std::process::id()),
+    };
+    // Best effort: the lock is what counts, the text only names the holder in errors.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(holder.as_bytes()));
+    Ok(file)
 }
 
 /// The file a `sqlite:` URL names.
@@ -56,7 +115,53 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| open_err(sqlx::Error::Migrate(Box::new(e))))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            _writer: None,
+        })
+    }
+
+    /// Opens `url` as its only writer (the daemon): takes the file's writer lock first — a file
+    /// another process holds is refused with [`StoreError::InUse`] and left untouched — then
+    /// ends every lease and heartbeat a previous process left, so a restarted pollbus polls at
+    /// once instead of waiting out its own predecessor's `lease_ttl` (the previous holder is
+    /// gone: the kernel released its lock when it ended). Fencing tokens still grow with the
+    /// takeover.
+    pub async fn open_writer(url: &str) -> Result<Self, StoreError> {
+        let path = file_of(url);
+        let writer = if path.as_os_str().is_empty() || path.starts_with(":memory:") {
+            None
+        } else {
+            Some(take_writer_lock(&path)?)
+        };
+        let mut store = Self::open(url).await?;
+        store._writer = writer;
+        let ended = store.end_previous_leases().await?;
+        if ended > 0 {
+            tracing::info!(
+                state = %path.display(),
+                leases = ended,
+                "ended the leases of a previous pollbus process on this state file (it no longer runs); polling at once"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Releases every lease and forgets every heartbeat; returns how many leases were held.
+    async fn end_previous_leases(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_err("begin leases"))?;
+        let ended =
+            sqlx::query("UPDATE leases SET owner = NULL, expires_at = 0 WHERE owner IS NOT NULL")
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("end previous leases"))?
+                .rows_affected();
+        sqlx::query("DELETE FROM replicas")
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("forget previous heartbeats"))?;
+        tx.commit().await.map_err(query_err("commit leases"))?;
+        Ok(ended)
     }
 }
 
