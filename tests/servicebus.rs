@@ -30,8 +30,11 @@ const EMULATOR: &str = r#"{"UserConfig":{"Namespaces":[{"Name":"sbemulatorns","T
    "Subscriptions":[
      {"Name":"crm-sync","Properties":{"MaxDeliveryCount":5,"LockDuration":"PT30S"}},
      {"Name":"ordered","Properties":{"RequiresSession":true,"LockDuration":"PT30S"}},
-     {"Name":"errors","Properties":{"MaxDeliveryCount":5}}]},
-  {"Name":"api.event.account","Subscriptions":[{"Name":"all"}]}
+     {"Name":"errors","Properties":{"MaxDeliveryCount":5}},
+     {"Name":"audit","Rules":[{"Name":"not-resubmits-for-others","Properties":{"FilterType":"Sql",
+       "SqlFilter":{"SqlExpression":"NOT EXISTS([pollbus-resubmit-for]) OR [pollbus-resubmit-for] = 'audit'"}}}]}]},
+  {"Name":"api.event.account","Subscriptions":[{"Name":"all"}]},
+  {"Name":"api.event.user","Subscriptions":[{"Name":"ordered","Properties":{"RequiresSession":true}}]}
 ]}],"Logging":{"Type":"File"}}}"#;
 
 fn python() -> PathBuf {
@@ -116,6 +119,11 @@ auth = {{ kind = "basic", username = "admin", password = "admin" }}
   name = "core_company"
   entity = "company"
   fields = {{ Name = "name" }}
+  [[sources.resources]]
+  name = "sys_user"
+  entity = "user"
+  id_field = "email"
+  fields = {{ LastName = "last_name" }}
 "#,
         base = sim.base_url()
     );
@@ -604,27 +612,30 @@ async fn server_busy_whose_text_mentions_401_is_retried_not_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_300_character_vendor_id_gets_a_short_stable_session_id() {
+    // sys_id is 32 characters on a real instance; the resource uses another id field (here
+    // `email`), as users do with `number` or a correlation id, and its values can be long.
     let e = E2e::start("").await;
-    e.poll("customer_contact").await;
-    let long_id = "x".repeat(300);
+    e.poll("sys_user").await;
+    let long_id = format!("{}@example.com", "x".repeat(288));
+    assert_eq!(long_id.chars().count(), 300);
     e.sim.advance(Duration::from_secs(5));
-    e.sim.insert(
-        "customer_contact",
-        json!({"sys_id": long_id, "first_name": "Long", "last_name": "v0"}),
+    let sys_id = e.sim.insert(
+        "sys_user",
+        json!({"email": long_id, "first_name": "Long", "last_name": "v0"}),
     );
-    e.poll("customer_contact").await;
+    e.poll("sys_user").await;
     e.sim.advance(Duration::from_secs(5));
     e.sim
-        .update("customer_contact", &long_id, json!({"last_name": "v1"}));
-    e.poll("customer_contact").await;
+        .update("sys_user", &sys_id, json!({"last_name": "v1"}));
+    e.poll("sys_user").await;
     let report = e.drain().await;
     assert_eq!((report.published, report.dead), (2, 0), "{report:?}");
     let got = e
         .emulator
-        .peek("api.event.customer/Subscriptions/ordered", 10)
+        .peek("api.event.user/Subscriptions/ordered", 10)
         .unwrap();
     assert_eq!(got.len(), 2);
-    let key = format!("customer.{long_id}");
+    let key = format!("user.{long_id}");
     for m in &got {
         let body: Value = serde_json::from_slice(&m.body_data()).unwrap();
         assert_eq!(
@@ -632,6 +643,7 @@ async fn a_300_character_vendor_id_gets_a_short_stable_session_id() {
             key.as_str(),
             "the contract's key, in full"
         );
+        assert_eq!(body["id"], long_id.as_str());
         let session = m.session_id().unwrap();
         assert!(session.chars().count() <= 128, "{session}");
         assert_eq!(session, pollbus::contract::session_id(&key));
@@ -782,6 +794,23 @@ async fn dlq_peek_resubmit_and_purge_what_a_subscriber_dead_lettered() {
             .dead_letter,
         0
     );
+    // The copies are marked for `errors`: `audit`, whose rule is the README's, ignores them;
+    // `crm-sync`, without the rule, gets them again.
+    assert_eq!(
+        e.emulator
+            .counts("api.event.customer/Subscriptions/audit")
+            .unwrap()
+            .active,
+        3,
+        "audit saw only the 3 originals"
+    );
+    assert_eq!(
+        e.emulator
+            .counts("api.event.customer/Subscriptions/crm-sync")
+            .unwrap()
+            .active,
+        6
+    );
     // The resubmitted messages reach the topic's subscriptions again; this subscriber fails them again.
     let again = subscriber(
         &e.connection(),
@@ -806,6 +835,26 @@ async fn dlq_peek_resubmit_and_purge_what_a_subscriber_dead_lettered() {
     let (code, out, _) = pollbus_bin(&path, &[&["peek"][..], &args[..]].concat()).await;
     assert_eq!(code, 0);
     assert_eq!(out.matches("reason \"StillBroken\"").count(), 3, "{out}");
+    let redelivered = e
+        .emulator
+        .peek("api.event.customer/Subscriptions/crm-sync", 10)
+        .unwrap();
+    let ids: std::collections::BTreeSet<String> =
+        redelivered.iter().filter_map(|m| m.message_id()).collect();
+    for m in &redelivered[3..] {
+        let from = m
+            .application_property_str("pollbus-resubmitted-from")
+            .expect("the copy names its original");
+        assert_eq!(
+            m.message_id().unwrap(),
+            pollbus::sink::servicebus::dlq::resubmit_message_id(from, "errors")
+        );
+        assert_eq!(
+            m.application_property_str("pollbus-resubmit-for"),
+            Some("errors")
+        );
+    }
+    assert_eq!(ids.len(), 6, "the copies' ids differ from the originals'");
 
     let (code, out, _) = pollbus_bin(
         &path,

@@ -5,8 +5,12 @@
 //! `peek-message` is out of reach; `peek` therefore locks messages (peek-lock) and releases
 //! them, which leaves them in place (their delivery count may rise; dead-letter queues do not
 //! dead-letter again). `resubmit` sends each message back to the topic with its body and
-//! properties and a new MessageId (the original is kept in `pollbus-resubmitted-from`, so
-//! duplicate detection cannot silently drop it), then completes it in the dead-letter queue.
+//! properties, marked for the subscription it came from (`pollbus-resubmit-for`; the other
+//! subscriptions filter it out with the rule in [`RESUBMIT_RULE`]), under a MessageId derived
+//! from the original and that subscription ([`resubmit_message_id`]; the original is kept in
+//! `pollbus-resubmitted-from`): a resubmit repeated within the topic's duplicate-detection
+//! window is dropped by the broker instead of delivered twice. Then it completes the message
+//! in the dead-letter queue.
 //! `purge` completes (deletes) messages, optionally only those enqueued before a cutoff.
 
 use std::fmt::Display;
@@ -74,12 +78,30 @@ pub enum DlqError {
     ServiceBus(String),
 }
 
+/// The application property naming the subscription a resubmitted message is meant for.
+pub const RESUBMIT_FOR: &str = "pollbus-resubmit-for";
+
+/// The SQL filter the *other* subscriptions of a topic add (as their rule, combined with
+/// their own filter by `AND`) so they ignore resubmits meant for someone else; `{subscription}`
+/// is the subscription's own name.
+pub const RESUBMIT_RULE: &str =
+    "NOT EXISTS([pollbus-resubmit-for]) OR [pollbus-resubmit-for] = '{subscription}'";
+
+/// The MessageId of the resubmitted copy of `original` for `subscription`: the first 32 hex
+/// digits of SHA-256 over `original|resubmit|subscription`. The same message resubmitted again
+/// for the same subscription gets the same id (duplicate detection drops the repeat); it
+/// differs from the original id, which the topic has already seen.
+pub fn resubmit_message_id(original: &str, subscription: &str) -> String {
+    hex::encode(&Sha256::digest(format!("{original}|resubmit|{subscription}"))[..16])
+}
+
 /// An open dead-letter queue of one subscription.
 pub struct DeadLetterQueue {
     endpoint: Endpoint,
     link: Link,
     receiver: AmqpReceiver,
     topic: String,
+    subscription: String,
     path: String,
     /// Bound on each network step (`sink.send_timeout`).
     timeout: Duration,
@@ -188,6 +210,7 @@ impl DeadLetterQueue {
             link,
             receiver,
             topic: topic.to_string(),
+            subscription: subscription.to_string(),
             path,
             timeout: limit,
         })
@@ -274,14 +297,8 @@ impl DeadLetterQueue {
                 .with_body(original.body.clone())
                 .build();
             let mut props = original.properties.clone().unwrap_or_default();
-            let new_id = hex::encode(
-                &Sha256::digest(format!(
-                    "{}|resubmit|{}",
-                    info.message_id,
-                    Utc::now().timestamp_nanos_opt().unwrap_or_default()
-                ))[..16],
-            );
-            props.message_id = Some(new_id.into());
+            props.message_id =
+                Some(resubmit_message_id(&info.message_id, &self.subscription).into());
             copy.properties = Some(props);
             let mut app = original.application_properties.clone().unwrap_or_default();
             app.0.remove("DeadLetterReason");
@@ -289,6 +306,10 @@ impl DeadLetterQueue {
             app.insert(
                 "pollbus-resubmitted-from".to_string(),
                 AmqpSimpleValue::String(info.message_id.clone()),
+            );
+            app.insert(
+                RESUBMIT_FOR.to_string(),
+                AmqpSimpleValue::String(self.subscription.clone()),
             );
             copy.application_properties = Some(app);
             match tokio::time::timeout(self.timeout, sender.send(copy, None)).await {
@@ -364,5 +385,25 @@ impl DeadLetterQueue {
             tracing::warn!(path = %self.path, "detaching the receiver timed out");
         }
         self.link.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resubmit_id_is_stable_per_original_and_subscription() {
+        let id = resubmit_message_id("3f2a", "errors");
+        assert_eq!(id, resubmit_message_id("3f2a", "errors"));
+        assert_eq!(id.len(), 32);
+        assert_ne!(id, resubmit_message_id("3f2a", "billing"));
+        assert_ne!(id, resubmit_message_id("3f2b", "errors"));
+        assert_ne!(id, "3f2a");
+        // Pinned: subscribers and runbooks may rely on it.
+        assert_eq!(
+            id,
+            hex::encode(&Sha256::digest(b"3f2a|resubmit|errors")[..16])
+        );
     }
 }

@@ -205,6 +205,15 @@ impl AmqpMessage {
         })
     }
 
+    /// An application property that holds a string (or symbol), as text.
+    pub fn application_property_str(&self, key: &str) -> Option<&str> {
+        match self.application_property(key)? {
+            Value::String(s) => Some(s),
+            Value::Symbol(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
     /// Sets an application property (string key), replacing an existing one.
     pub fn set_application_property(&mut self, key: &str, value: Value) {
         let map = self
