@@ -515,20 +515,8 @@ const BOTH_DELETES: &str = r#"
   reconcile_max_delete_ratio = 1.0
 "#;
 
-#[tokio::test]
-async fn audit_and_reconcile_deletes_emit_one_delete_each() {
-    let h = SnHarness::new(3, BOTH_DELETES).await;
-    let ids: Vec<String> = (0..7).map(|i| h.contact(&format!("D{i}"), "X")).collect();
-    h.poll("customer_contact").await;
-    h.sim.advance(Duration::from_secs(10));
-    h.sim.delete("customer_contact", &ids[0]); // audited
-    h.sim.purge("customer_contact", &ids[1]); // Table Cleaner: no audit row
-    let r = h.poll("customer_contact").await;
-    assert_eq!(
-        r.deleted, 1,
-        "the audit finds one; reconciliation is not due yet"
-    );
-    // Reconciliation runs every minute: pretend a minute passed by clearing its timestamp.
+/// Reconciliation runs every minute: pretend a minute passed by clearing its timestamp.
+async fn make_reconcile_due(h: &SnHarness) {
     let key = pollbus::store::ResourceKey::new("sn", "customer_contact");
     let mut state = h.store.resource_state(&key).await.unwrap().unwrap();
     state.last_reconcile = Some(t("2000-01-01T00:00:00Z"));
@@ -543,6 +531,140 @@ async fn audit_and_reconcile_deletes_emit_one_delete_each() {
         )
         .await
         .unwrap();
+}
+
+/// Injected: a run of 5 records hidden by ACLs (applied after `sysparm_limit`) between two
+/// visible ones, with pages of 2: the instance answers `200 {"result": []}` with `rel="next"`
+/// twice in a row. pollbus pages past them with `sysparm_offset` and publishes the visible
+/// record behind them in the same poll.
+#[tokio::test]
+async fn a_run_of_hidden_rows_longer_than_a_page_is_not_the_end() {
+    let h = SnHarness::new(2, CONTACTS).await;
+    h.poll("customer_contact").await;
+    h.sim.advance(Duration::from_secs(10));
+    let before = h.contact("Before", "Visible");
+    for i in 0..5 {
+        h.sim.advance(Duration::from_secs(1));
+        h.contact(&format!("H{i}"), "Hidden");
+    }
+    h.sim.advance(Duration::from_secs(1));
+    let behind = h.contact("Behind", "Visible");
+    h.sim
+        .hide(|f| f.get("last_name").map(String::as_str) == Some("Hidden"));
+    h.sim.clear_requests();
+    let r = h.poll("customer_contact").await;
+    assert_eq!(r.created, 2, "{r:?}");
+    let created: HashSet<String> = h
+        .sink
+        .messages()
+        .iter()
+        .map(|m| m.body.id.clone())
+        .collect();
+    assert_eq!(created, HashSet::from([before, behind]));
+    let offsets: Vec<String> = h
+        .sim
+        .table_requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/customer_contact"))
+        .filter_map(|r| r.param("sysparm_offset").map(str::to_string))
+        .collect();
+    assert!(
+        !offsets.is_empty(),
+        "paged past the hidden rows with sysparm_offset"
+    );
+    // The next poll does not stop at the hidden run either: a change behind it arrives.
+    h.sim.advance(Duration::from_secs(5));
+    let later = h.contact("Later", "Visible");
+    let r = h.poll("customer_contact").await;
+    assert_eq!(r.created, 1, "{r:?}");
+    assert!(h.sink.messages().iter().any(|m| m.body.id == later));
+    h.sink.assert_unique();
+}
+
+/// Injected: 6 records the integration user may not read (ACLs) sort, by sys_id, between the
+/// first and the last two records pollbus knows; the id listing (pages of 3) meets two empty
+/// pages with `rel="next"`. Reconciliation lists on past them and deletes nothing: a cut
+/// listing never makes live records look deleted.
+#[tokio::test]
+async fn hidden_rows_in_the_id_listing_do_not_make_live_records_look_deleted() {
+    let h = SnHarness::new(3, BOTH_DELETES).await;
+    for id in ["a0", "a1", "z0", "z1"] {
+        h.sim.insert(
+            "customer_contact",
+            json!({"sys_id": id, "first_name": id, "last_name": "Visible"}),
+        );
+    }
+    h.poll("customer_contact").await;
+    h.sim.advance(Duration::from_secs(10));
+    for i in 0..6 {
+        h.sim.insert(
+            "customer_contact",
+            json!({"sys_id": format!("b{i}"), "first_name": "H", "last_name": "Hidden"}),
+        );
+    }
+    h.sim
+        .hide(|f| f.get("last_name").map(String::as_str) == Some("Hidden"));
+    make_reconcile_due(&h).await;
+    let r = h.poll("customer_contact").await;
+    assert_eq!(r.deleted, 0, "{r:?}");
+    assert!(
+        h.sink
+            .messages()
+            .iter()
+            .all(|m| m.body.even_type.code() != 3),
+        "no DELETE for a live record"
+    );
+}
+
+/// Injected: a delete recorded in `sys_audit_delete` within the overlap. An idle poll then
+/// costs one records request and one audit request (a short audit page without `rel="next"`
+/// ends the audit listing as it ends the records listing).
+#[tokio::test]
+async fn an_idle_poll_costs_one_records_request_and_one_audit_request() {
+    let h = SnHarness::new(5, CONTACTS).await;
+    let ids: Vec<String> = (0..3).map(|i| h.contact(&format!("I{i}"), "X")).collect();
+    h.poll("customer_contact").await;
+    h.sim.advance(Duration::from_secs(5));
+    h.sim.delete("customer_contact", &ids[0]);
+    let r = h.poll("customer_contact").await;
+    assert_eq!(r.deleted, 1);
+    for _ in 0..2 {
+        h.sim.advance(Duration::from_secs(5));
+        h.sim.clear_requests();
+        let r = h.poll("customer_contact").await;
+        assert_eq!(r.messages(), 0, "{r:?}");
+        let paths: Vec<String> = h
+            .sim
+            .table_requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect();
+        assert_eq!(
+            paths.len(),
+            2,
+            "one records and one audit request: {paths:?}"
+        );
+        assert!(
+            paths.iter().any(|p| p.ends_with("/sys_audit_delete")),
+            "{paths:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn audit_and_reconcile_deletes_emit_one_delete_each() {
+    let h = SnHarness::new(3, BOTH_DELETES).await;
+    let ids: Vec<String> = (0..7).map(|i| h.contact(&format!("D{i}"), "X")).collect();
+    h.poll("customer_contact").await;
+    h.sim.advance(Duration::from_secs(10));
+    h.sim.delete("customer_contact", &ids[0]); // audited
+    h.sim.purge("customer_contact", &ids[1]); // Table Cleaner: no audit row
+    let r = h.poll("customer_contact").await;
+    assert_eq!(
+        r.deleted, 1,
+        "the audit finds one; reconciliation is not due yet"
+    );
+    make_reconcile_due(&h).await;
     let r = h.poll("customer_contact").await;
     assert_eq!(r.deleted, 1, "reconciliation finds the purged one: {r:?}");
     let deleted: Vec<String> = h

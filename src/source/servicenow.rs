@@ -5,10 +5,14 @@
 //!   fields the resource needs (`sysparm_fields`), `sysparm_exclude_reference_link=true`,
 //!   `sysparm_no_count=true`, `sysparm_limit=page_size`. Pages are keyset-paged on
 //!   (updated, id) — `{updated}>T^NQ{updated}=T^{id}>ID` — never by offset, which drifts while
-//!   records change. A short page alone is not the end (ACLs filter after the limit). The end is
-//!   an empty page, or a page whose `Link` header has no `rel="next"` (the instance computes it
-//!   before ACLs), or a short page without a `Link` header (the instance sends none for a single
-//!   page) — so an idle poll costs one request.
+//!   records change. A short or even empty page alone is not the end: the instance applies
+//!   `sysparm_limit` before ACLs, so a run of hidden rows longer than a page comes back as
+//!   `200 {"result": []}` with `rel="next"` in `Link`. The listing then goes on past those rows
+//!   with `sysparm_offset` from the same keyset position until a page shows records again (see
+//!   [`Position`]); the rows hidden in one poll are reported in one WARN when it ends. The end is
+//!   a page whose `Link` header has no `rel="next"` (the instance computes it before ACLs), or,
+//!   without a `Link` header (the instance sends none for a single page), a short page — so an
+//!   idle poll costs one request. The same rule ends the id listing and the delete audit.
 //! - Values: reference fields (`{"link","value"}`) and `display_value=all` objects map to their
 //!   `value`.
 //! - Deletes: `sys_audit_delete` rows (`documentkey`) whose `tablename` is the table, one of its
@@ -187,6 +191,8 @@ pub struct ServiceNowSource {
     options: ServiceNowConfig,
     http: Arc<HttpClient>,
     hierarchy: HashMap<String, String>,
+    /// Rows hidden (by ACLs) from whole pages so far in each resource's current listing.
+    hidden: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// The hierarchy (child → parent) of a source: defaults plus configured pairs.
@@ -270,6 +276,7 @@ impl ServiceNowSource {
             options: config.servicenow.clone().unwrap_or_default(),
             http: Arc::new(http),
             hierarchy: hierarchy(config),
+            hidden: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -315,6 +322,56 @@ impl ServiceNowSource {
             }
         }
         unique.join(",")
+    }
+
+    /// The position after a page of `listing` (`records`, `ids`, `deletes`) of `resource`
+    /// that started at `pos`, or `None` when the listing ended; counts the rows the instance
+    /// hid from full pages and reports them in one WARN when the listing ends. A listing that
+    /// keeps offering `rel="next"` on empty pages past [`MAX_EMPTY_PAGES`] fails (its cursor
+    /// stays; a cut listing must not look complete, least of all to reconcile).
+    fn step(
+        &self,
+        resource: &Resource,
+        listing: &'static str,
+        pos: &Position,
+        answer: &Answer,
+        last: Option<String>,
+    ) -> Result<Option<Position>, SourceError> {
+        let limit = u64::from(resource.page_size);
+        let seen = answer.records.len() as u64;
+        let next = pos.next(last, answer.more, limit);
+        let key = format!("{}:{listing}", resource.key());
+        let mut hidden = self.hidden.lock().unwrap_or_else(|e| e.into_inner());
+        if pos.key.is_none() && pos.skip == 0 {
+            hidden.remove(&key); // a new listing
+        }
+        if answer.more && seen < limit {
+            *hidden.entry(key.clone()).or_default() += limit - seen;
+        }
+        if seen == 0
+            && next
+                .as_ref()
+                .is_some_and(|n| n.skip >= MAX_EMPTY_PAGES * limit)
+        {
+            hidden.remove(&key);
+            return Err(SourceError::Vendor {
+                resource: resource.key(),
+                message: format!(
+                    "the instance answered {MAX_EMPTY_PAGES} empty pages in a row, each still offering rel=\"next\" in its Link header (rows hidden by ACLs?); the {listing} listing stops here and the cursor stays — grant the integration user read access to the hidden rows, or check the instance"
+                ),
+            });
+        }
+        if next.is_none() {
+            if let Some(n) = hidden.remove(&key).filter(|n| *n > 0) {
+                tracing::warn!(
+                    resource = %resource.key(),
+                    listing,
+                    hidden_rows = n,
+                    "the instance hid rows of this listing from the integration user (ACLs applied after sysparm_limit); pollbus paged past them, but records it cannot read are not published"
+                );
+            }
+        }
+        Ok(next)
     }
 
     async fn query(
@@ -378,21 +435,74 @@ struct Answer {
     more: bool,
 }
 
-/// Whether records may follow this page: not after an empty page; per the `Link` header's
-/// `rel="next"` when there is one; otherwise only after a full page.
+/// Whether records may follow this page: per the `Link` header's `rel="next"` when there is
+/// one (even after an empty page: ACLs hide rows after the limit); otherwise only after a full
+/// page.
 fn more_pages(headers: &reqwest::header::HeaderMap, records: &[Value], limit: usize) -> bool {
-    if records.is_empty() {
-        return false;
-    }
     match headers.get("link").and_then(|v| v.to_str().ok()) {
         Some(link) => link.contains("rel=\"next\""),
-        None => records.len() >= limit,
+        None => !records.is_empty() && records.len() >= limit,
     }
 }
 
-/// Keyset token: `<updated as ServiceNow wrote it>|<id>`.
-fn keyset(token: Option<&str>) -> Option<(&str, &str)> {
-    token?.split_once('|')
+/// Consecutive empty pages with `rel="next"` after which a listing stops with a WARN (an
+/// instance whose `Link` never ends would otherwise be paged forever): 10,000 pages hide at
+/// least 10,000 × `page_size` rows.
+const MAX_EMPTY_PAGES: u64 = 10_000;
+
+/// Where the next request of a keyset-paged listing starts: after `key` (none: from the
+/// listing's start), skipping `skip` rows of the instance's answer — rows its ACLs hid from
+/// whole pages, which the keyset cannot pass because no record of theirs was seen. As a page
+/// token: `<key>#<skip>` (`key` is `<updated>|<id>`, or the id alone for id listings; `skip`
+/// is always written, so the last `#` splits).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Position {
+    key: Option<String>,
+    skip: u64,
+}
+
+impl Position {
+    fn parse(token: Option<&str>) -> Position {
+        let Some(token) = token else {
+            return Position::default();
+        };
+        let (key, skip) = match token.rsplit_once('#') {
+            Some((key, skip)) => (key, skip.parse().unwrap_or(0)),
+            None => (token, 0),
+        };
+        Position {
+            key: (!key.is_empty()).then(|| key.to_string()),
+            skip,
+        }
+    }
+
+    fn token(&self) -> String {
+        format!("{}#{}", self.key.as_deref().unwrap_or_default(), self.skip)
+    }
+
+    /// The keyset `(updated, id)` of a record listing.
+    fn keyset(&self) -> Option<(&str, &str)> {
+        self.key.as_deref()?.split_once('|')
+    }
+
+    /// Where the listing goes on after a page (`None`: it ended). `last` is the key of the
+    /// page's last record; a page without records moves past the `limit` rows the instance
+    /// counted but hid.
+    fn next(&self, last: Option<String>, more: bool, limit: u64) -> Option<Position> {
+        if !more {
+            return None;
+        }
+        Some(match last {
+            Some(key) => Position {
+                key: Some(key),
+                skip: 0,
+            },
+            None => Position {
+                key: self.key.clone(),
+                skip: self.skip + limit,
+            },
+        })
+    }
 }
 
 fn text(v: Option<&Value>) -> Option<&str> {
@@ -409,11 +519,12 @@ impl Source for ServiceNowSource {
     ) -> Result<Page, SourceError> {
         let updated = resource.reader.updated.as_str();
         let id = resource.reader.id.as_str();
-        let filter = match keyset(token) {
+        let pos = Position::parse(token);
+        let filter = match pos.keyset() {
             None => format!("{updated}>={}", sn_date(since)),
             Some((t, last)) => format!("{updated}>{t}^NQ{updated}={t}^{id}>{last}"),
         };
-        let params = [
+        let mut params = vec![
             (
                 "sysparm_query",
                 format!("{filter}^ORDERBY{updated}^ORDERBY{id}"),
@@ -426,19 +537,19 @@ impl Source for ServiceNowSource {
             ("sysparm_display_value", self.display_value().to_string()),
             ("sysparm_limit", resource.page_size.to_string()),
         ];
+        if pos.skip > 0 {
+            params.push(("sysparm_offset", pos.skip.to_string()));
+        }
         let answer = self.query(resource, &resource.name, &params).await?;
-        let next = answer
-            .records
-            .last()
-            .filter(|_| answer.more)
-            .and_then(|last| {
-                let t = text(resource.reader.updated.get(last))?;
-                let i = text(resource.reader.id.get(last))?;
-                Some(format!("{t}|{i}"))
-            });
+        let last = answer.records.last().and_then(|last| {
+            let t = text(resource.reader.updated.get(last))?;
+            let i = text(resource.reader.id.get(last))?;
+            Some(format!("{t}|{i}"))
+        });
+        let next = self.step(resource, "records", &pos, &answer, last)?;
         Ok(Page {
             records: answer.records,
-            next,
+            next: next.map(|n| n.token()),
             requests: answer.requests,
         })
     }
@@ -462,23 +573,30 @@ impl Source for ServiceNowSource {
         token: Option<&str>,
     ) -> Result<IdPage, SourceError> {
         let id = resource.reader.id.as_str();
-        let filter = match token {
+        let pos = Position::parse(token);
+        let filter = match &pos.key {
             None => String::new(),
             Some(last) => format!("{id}>{last}^"),
         };
-        let params = [
+        let mut params = vec![
             ("sysparm_query", format!("{filter}ORDERBY{id}")),
             ("sysparm_fields", id.to_string()),
             ("sysparm_limit", resource.page_size.to_string()),
         ];
+        if pos.skip > 0 {
+            params.push(("sysparm_offset", pos.skip.to_string()));
+        }
         let answer = self.query(resource, &resource.name, &params).await?;
         let ids: Vec<String> = answer
             .records
             .iter()
             .filter_map(|r| text(resource.reader.id.get(r)).map(str::to_string))
             .collect();
-        let next = ids.last().filter(|_| answer.more).cloned();
-        Ok(IdPage { ids, next })
+        let next = self.step(resource, "ids", &pos, &answer, ids.last().cloned())?;
+        Ok(IdPage {
+            ids,
+            next: next.map(|n| n.token()),
+        })
     }
 
     async fn deleted_since(
@@ -495,13 +613,14 @@ impl Source for ServiceNowSource {
             }
         }
         let tables = tables.join(",");
-        let filter = match keyset(token) {
+        let pos = Position::parse(token);
+        let filter = match pos.keyset() {
             None => format!("tablenameIN{tables}^sys_created_on>={}", sn_date(since)),
             Some((t, last)) => format!(
                 "tablenameIN{tables}^sys_created_on>{t}^NQtablenameIN{tables}^sys_created_on={t}^sys_id>{last}"
             ),
         };
-        let params = [
+        let mut params = vec![
             (
                 "sysparm_query",
                 format!("{filter}^ORDERBYsys_created_on^ORDERBYsys_id"),
@@ -512,9 +631,22 @@ impl Source for ServiceNowSource {
             ),
             ("sysparm_limit", resource.page_size.to_string()),
         ];
+        if pos.skip > 0 {
+            params.push(("sysparm_offset", pos.skip.to_string()));
+        }
         let answer = self
             .query(resource, &self.options.audit_table, &params)
             .await?;
+        let last = answer.records.last().and_then(|last| {
+            Some(format!(
+                "{}|{}",
+                text(last.get("sys_created_on"))?,
+                text(last.get("sys_id"))?
+            ))
+        });
+        // The same end-of-results rule as the records listing: a short page without a
+        // `rel="next"` ends it, so an idle poll costs one audit request.
+        let next = self.step(resource, "deletes", &pos, &answer, last)?;
         let records = answer.records;
         let mut deletes = Vec::with_capacity(records.len());
         for r in &records {
@@ -530,20 +662,78 @@ impl Source for ServiceNowSource {
                 }
             }
         }
-        let next = records.last().and_then(|last| {
-            Some(format!(
-                "{}|{}",
-                text(last.get("sys_created_on"))?,
-                text(last.get("sys_id"))?
-            ))
-        });
-        Ok(DeletePage { deletes, next })
+        Ok(DeletePage {
+            deletes,
+            next: next.map(|n| n.token()),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_position_survives_its_token_and_moves_past_hidden_pages() {
+        let start = Position::parse(None);
+        assert_eq!(start, Position::default());
+        // A page with records: the keyset moves to its last record.
+        let after = start
+            .next(Some("2024-05-01 10:00:00|a1".into()), true, 3)
+            .unwrap();
+        assert_eq!(after.token(), "2024-05-01 10:00:00|a1#0");
+        assert_eq!(Position::parse(Some(&after.token())), after);
+        assert_eq!(after.keyset(), Some(("2024-05-01 10:00:00", "a1")));
+        // Empty pages that are not the end skip the rows the instance hid.
+        let past = after
+            .next(None, true, 3)
+            .unwrap()
+            .next(None, true, 3)
+            .unwrap();
+        assert_eq!(past.token(), "2024-05-01 10:00:00|a1#6");
+        assert_eq!(Position::parse(Some(&past.token())), past);
+        // Records again: back to the keyset alone.
+        assert_eq!(past.next(Some("x|b".into()), true, 3).unwrap().skip, 0);
+        // The end.
+        assert_eq!(past.next(None, false, 3), None);
+        // Ids may hold '#': the last one splits.
+        let odd = Position {
+            key: Some("INC#7".into()),
+            skip: 3,
+        };
+        assert_eq!(Position::parse(Some(&odd.token())), odd);
+        let first_empty = start.next(None, true, 3).unwrap();
+        assert_eq!(first_empty.token(), "#3");
+        assert_eq!(Position::parse(Some("#3")), first_empty);
+    }
+
+    #[test]
+    fn an_empty_page_ends_only_without_a_next_link() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert!(!more_pages(&headers, &[], 2));
+        assert!(!more_pages(&headers, &[Value::Null], 2), "short, no Link");
+        assert!(
+            more_pages(&headers, &[Value::Null, Value::Null], 2),
+            "full, no Link"
+        );
+        headers.insert(
+            "link",
+            "<https://x/api?sysparm_offset=2>;rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert!(
+            more_pages(&headers, &[], 2),
+            "empty, but rel=next: ACLs hid the page"
+        );
+        headers.insert(
+            "link",
+            "<https://x/api?sysparm_offset=0>;rel=\"first\""
+                .parse()
+                .unwrap(),
+        );
+        assert!(!more_pages(&headers, &[Value::Null, Value::Null], 2));
+    }
     use serde_json::json;
 
     fn config(tables: &[&str], extra: &str) -> SourceConfig {
