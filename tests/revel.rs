@@ -99,7 +99,12 @@ async fn create_update_delete_end_to_end() {
         .unwrap();
     assert!(last.starts_with("/resources/TimeSheetEntry/?"), "{last}");
     assert_eq!(param(&last, "format").as_deref(), Some("json"));
-    assert_eq!(param(&last, "order_by").as_deref(), Some("updated_date,id"));
+    let order_by: Vec<String> =
+        url::form_urlencoded::parse(last.split_once('?').map_or("", |(_, q)| q).as_bytes())
+            .filter(|(k, _)| k == "order_by")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+    assert_eq!(order_by, ["updated_date", "id"], "one order_by per field");
     assert_eq!(param(&last, "limit").as_deref(), Some("100"));
     assert_eq!(param(&last, "offset").as_deref(), Some("0"));
     assert_eq!(
@@ -345,6 +350,9 @@ async fn pst_dates_across_dst_changes() {
 
     // Fall back (2024-11-03 02:00 PDT → 01:00 PST). A record at 01:50 PDT moves the cursor;
     // one written at 01:20 PST (later, but with a lower local time) must still be found.
+    // pollbus's clock moves to that night too (dates ahead of it by more than max_clock_skew
+    // would not move the cursor).
+    h.advance(t("2024-11-03T09:30:00Z") - h.clock.now());
     sim.insert(
         ENTRY,
         4,
@@ -451,4 +459,32 @@ async fn errors_are_clear_and_leave_the_cursor_unchanged() {
     );
     assert!(!err.contains("wrong-secret"), "{err}");
     assert_eq!(bad.cursor(ENTRY).await, None);
+}
+
+/// The simulator is as strict as stock Tastypie about `order_by`: a comma list is one unknown
+/// field name and is refused with Tastypie's error; one parameter per field is accepted.
+#[tokio::test]
+async fn the_simulator_refuses_a_comma_list_in_order_by_as_tastypie_does() {
+    let sim = RevelSim::start(chrono_tz::America::Los_Angeles).await;
+    sim.insert(ENTRY, 1, t("2024-05-01T10:00:00Z"), timesheet(1, "v", None));
+    let get = |query: &str| {
+        let url = format!("{}/resources/{ENTRY}/?format=json&{query}", sim.base_url());
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .header("API-AUTHENTICATION", API_AUTHENTICATION)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, body) = get("order_by=updated_date,id").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("No matching 'updated_date,id' field for ordering on."),
+        "{body}"
+    );
+    let (status, body) = get("order_by=updated_date&order_by=id").await;
+    assert_eq!(status, 200, "{body}");
 }

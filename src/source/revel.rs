@@ -1,6 +1,7 @@
 //! Revel Systems API source (`kind = "revel"`).
 //!
-//! - Records: `GET {base}/resources/{Resource}/?format=json&order_by={updated},{id}&limit=N&offset=K&{updated}__gte=T`
+//! - Records: `GET {base}/resources/{Resource}/?format=json&order_by={updated}&order_by={id}&limit=N&offset=K&{updated}__gte=T`
+//!   (`order_by` once per field: Tastypie reads it with `getlist` and refuses `a,b` as one field)
 //!   with `API-AUTHENTICATION: key:secret` (configured as `auth = { kind = "header", … }`). A
 //!   resource name with a `/` (`enterprise/Establishment`) is a path under the base URL instead.
 //! - Dates are naive local times in the establishment's zone: the resource's
@@ -308,7 +309,9 @@ impl Source for RevelSource {
             ),
         };
         let params = [
-            ("order_by".to_string(), format!("{updated},{id}")),
+            // Tastypie reads `order_by` with `getlist`: one field per parameter.
+            ("order_by".to_string(), updated.to_string()),
+            ("order_by".to_string(), id.to_string()),
             (format!("{updated}__gte"), gte.clone()),
         ];
         let listing = self.list(resource, &params, seen).await?;

@@ -1,6 +1,6 @@
 //! A Revel Systems API simulator for tests: `/resources/{Resource}/` (and `/enterprise/…`) list
 //! endpoints with Tastypie filters (`field__gte`, `__gt`, `__lte`, `__lt`, `__exact`, `field=`),
-//! `order_by` (comma list, `-` for descending), `limit`/`offset` (`limit=0` = everything),
+//! `order_by` (once per field, `-` for descending; a comma list is refused as Tastypie does), `limit`/`offset` (`limit=0` = everything),
 //! `format=json`, the `API-AUTHENTICATION: key:secret` header, and injectable faults.
 //!
 //! Records look exactly like the real TimeSheetEntry captures in
@@ -215,7 +215,22 @@ async fn list(
             "format" => {}
             "limit" => limit = value.parse().unwrap_or(20),
             "offset" => offset = value.parse().unwrap_or(0),
-            "order_by" => order_by = value.split(',').map(str::to_string).collect(),
+            // Stock Tastypie: `request.GET.getlist('order_by')`, each value one field name
+            // (`-` for descending); anything else is refused with Tastypie's InvalidSortError.
+            "order_by" => {
+                let field = value.trim_start_matches('-');
+                let known = rows.first().is_none_or(|r| r.get(field).is_some());
+                if field.is_empty() || field.contains(',') || !known {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        axum::Json(serde_json::json!({
+                            "error": format!("No matching '{value}' field for ordering on.")
+                        })),
+                    )
+                        .into_response();
+                }
+                order_by.push(value.clone());
+            }
             _ if inner.ignore_filters => {}
             _ => {
                 let (field, op) = key.rsplit_once("__").unwrap_or((key.as_str(), "exact"));
