@@ -12,7 +12,12 @@
 //!   own capped backoff, `pollbus_topic_blocked{topic,reason}` is 1 and an ERROR says what to
 //!   fix. Other topics keep flowing.
 //! - A message the sink rejects for good moves to the dead-letter table with the reason — never
-//!   dropped; `pollbus state retry-dead` requeues it.
+//!   dropped; `pollbus state retry-dead` requeues it in its original place.
+//! - **Poison messages**: a batch that failed transiently twice is sent one message at a time;
+//!   a message that keeps failing while others are accepted moves to the dead-letter table
+//!   after `outbox.max_attempts` failures, and the messages behind it continue (those of its
+//!   partition key wait behind it until then, keeping their order). During a broker outage
+//!   nothing is accepted, so nothing is dead-lettered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,6 +75,20 @@ pub struct Publisher {
     config: OutboxConfig,
     metrics: Option<Arc<Metrics>>,
     paused: Mutex<HashMap<String, Pause>>,
+    /// Messages the sink accepted since this publisher started.
+    accepted: std::sync::atomic::AtomicU64,
+    /// Per outbox seq: failures of that message alone that came after other messages had been
+    /// accepted since its previous failure (see [`Publisher::strike`]).
+    strikes: Mutex<HashMap<i64, Strike>>,
+}
+
+/// The poison count of one message.
+#[derive(Debug, Clone, Copy, Default)]
+struct Strike {
+    /// [`Publisher::accepted`] at its last failure.
+    accepted_then: u64,
+    /// Failures that counted.
+    count: u32,
 }
 
 impl Publisher {
@@ -81,6 +100,36 @@ impl Publisher {
             config,
             metrics: None,
             paused: Mutex::new(HashMap::new()),
+            accepted: std::sync::atomic::AtomicU64::new(0),
+            strikes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one failure of message `seq` sent alone; returns its strikes: failures that
+    /// came after the sink had accepted other messages since the previous one. During a broker
+    /// outage nothing is accepted, so strikes do not grow and nothing is taken for poison.
+    fn strike(&self, seq: i64) -> u32 {
+        let accepted = self.accepted.load(std::sync::atomic::Ordering::Relaxed);
+        let mut strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
+        let s = strikes.entry(seq).or_insert(Strike {
+            accepted_then: accepted,
+            count: 1,
+        });
+        if accepted > s.accepted_then {
+            s.count += 1;
+            s.accepted_then = accepted;
+        }
+        s.count
+    }
+
+    fn accepted(&self, seqs: &[i64]) {
+        self.accepted
+            .fetch_add(seqs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
+        if !strikes.is_empty() {
+            for seq in seqs {
+                strikes.remove(seq);
+            }
         }
     }
 
@@ -250,6 +299,7 @@ impl Publisher {
         match outcome {
             Ok(()) => {
                 self.store.outbox_ack(&seqs).await.map_err(drain_store)?;
+                self.accepted(&seqs);
                 report.published += seqs.len() as u64;
                 tracing::debug!(topic, messages = seqs.len(), "published batch");
                 Ok(())
@@ -263,6 +313,15 @@ impl Publisher {
                     .await
                     .map_err(drain_store)?;
                 tracing::warn!(topic, messages = seqs.len(), %reason, "sink failed; will retry");
+                if rows.len() > 1 && rows[0].attempts + 1 >= ISOLATE_AFTER {
+                    // The same batch keeps failing: find out whether one message is to blame.
+                    return self.send_one_by_one(topic, rows, report).await;
+                }
+                if rows.len() == 1 && self.strike(rows[0].seq) >= self.config.max_attempts {
+                    self.poison(&rows[0], &reason).await.map_err(drain_store)?;
+                    report.dead += 1;
+                    return Ok(());
+                }
                 Err(SendError::Drain(DrainError::Sink {
                     reason: format!("{topic}: {reason}"),
                     retry_after,
@@ -295,6 +354,98 @@ impl Publisher {
                 Ok(())
             }
         }
+    }
+
+    /// Sends `rows` one message at a time after their batch failed repeatedly, so a message the
+    /// broker keeps refusing cannot hold up the others. Rows behind a failed one with the same
+    /// partition key wait (order per key); a failed message that has now failed
+    /// `outbox.max_attempts` times while others were accepted is poison and moves to the
+    /// dead-letter table. Fails (transiently) when a message failed and stays.
+    async fn send_one_by_one(
+        &self,
+        topic: &str,
+        rows: &[OutboxRow],
+        report: &mut DrainReport,
+    ) -> Result<(), SendError> {
+        let mut stuck: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut failed: Vec<(&OutboxRow, String, Option<Duration>)> = Vec::new();
+        // Each message alone: `strike` is taken after the round, once others had their turn.
+        for row in rows {
+            if stuck.contains(row.message.session_id.as_str()) {
+                continue;
+            }
+            let outcome = self
+                .sink
+                .publish(topic, std::slice::from_ref(&row.message))
+                .await;
+            if let Some(m) = &self.metrics {
+                match &outcome {
+                    Ok(()) => m.published.with_label_values(&[topic]).inc(),
+                    Err(SinkError::Transient { .. } | SinkError::Blocked { .. }) => {
+                        m.publish_failures.with_label_values(&[topic]).inc()
+                    }
+                    Err(SinkError::Rejected { .. }) => {}
+                }
+            }
+            match outcome {
+                Ok(()) => {
+                    self.store
+                        .outbox_ack(&[row.seq])
+                        .await
+                        .map_err(drain_store)?;
+                    self.accepted(&[row.seq]);
+                    report.published += 1;
+                }
+                Err(SinkError::Transient {
+                    reason,
+                    retry_after,
+                }) => {
+                    self.store
+                        .outbox_failed(&[row.seq], &reason)
+                        .await
+                        .map_err(drain_store)?;
+                    stuck.insert(row.message.session_id.as_str());
+                    failed.push((row, reason, retry_after));
+                }
+                Err(SinkError::Blocked { block, reason }) => {
+                    return Err(SendError::Blocked { block, reason })
+                }
+                Err(SinkError::Rejected { reason, .. }) => {
+                    self.dead(row, &reason).await.map_err(drain_store)?;
+                    report.dead += 1;
+                }
+            }
+        }
+        let mut waiting = None;
+        for (row, reason, retry_after) in failed {
+            if self.strike(row.seq) >= self.config.max_attempts {
+                self.poison(row, &reason).await.map_err(drain_store)?;
+                report.dead += 1;
+            } else if waiting.is_none() {
+                waiting = Some((reason, retry_after));
+            }
+        }
+        match waiting {
+            None => Ok(()),
+            Some((reason, retry_after)) => Err(SendError::Drain(DrainError::Sink {
+                reason: format!("{topic}: {reason}"),
+                retry_after,
+            })),
+        }
+    }
+
+    /// Moves a message that failed `outbox.max_attempts` times while others were accepted to
+    /// the dead-letter table, naming the count and the last error.
+    async fn poison(&self, row: &OutboxRow, last_error: &str) -> Result<(), StoreError> {
+        let reason = format!(
+            "failed {} times while other messages were accepted (outbox.max_attempts); last error: {last_error}",
+            self.config.max_attempts
+        );
+        self.strikes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&row.seq);
+        self.dead(row, &reason).await
     }
 
     async fn dead(&self, row: &OutboxRow, reason: &str) -> Result<(), StoreError> {
@@ -400,6 +551,10 @@ impl Publisher {
         }
     }
 }
+
+/// Failed attempts of a batch after which its messages are sent one at a time, to find a
+/// message the broker keeps refusing (see [`Publisher::send_one_by_one`]).
+const ISOLATE_AFTER: u32 = 2;
 
 /// Why one topic's send did not complete.
 enum SendError {

@@ -794,3 +794,78 @@ async fn child_class_records_are_left_to_the_child_resource() {
         .unwrap();
     assert_eq!((r.delegated, r.messages()), (1, 0), "{r:?}");
 }
+
+/// Injected: first a broker outage (every publish fails transiently for 15 rounds), then one
+/// message the broker keeps timing out on (`poison`) while changes of other records keep
+/// arriving. The outage dead-letters nothing and loses nothing; the poison message moves to the
+/// dead table after `outbox.max_attempts` (10) failures that each came after other messages
+/// were accepted, naming why; every other change is published.
+#[tokio::test]
+async fn a_message_the_broker_keeps_refusing_is_dead_lettered_and_the_others_flow() {
+    let rig = Harness::scripted(config(100, "")).await;
+    rig.cycle().await;
+    // One long-lived publisher, as the daemon has.
+    let publisher = rig.publisher();
+    let poll = || async {
+        rig.poller("customers")
+            .poll(&TraceContext::random(), &CancellationToken::new())
+            .await
+            .unwrap()
+    };
+    let at = |s: i64| (t("2024-06-01T10:00:00Z") + chrono::Duration::seconds(s)).to_rfc3339();
+
+    rig.sink.set_mode(SinkMode::FailTransient);
+    rig.source.put("o1", &at(1), &at(1), customer("A", "B"));
+    rig.source.put("o2", &at(1), &at(1), customer("A", "B"));
+    poll().await;
+    for _ in 0..15 {
+        assert!(publisher.drain().await.is_err(), "the broker is down");
+    }
+    assert_eq!(
+        rig.store.outbox_stats().await.unwrap().dead,
+        0,
+        "an outage is not poison"
+    );
+    rig.sink.set_mode(SinkMode::Accept);
+
+    rig.sink.fail_entity_id("poison");
+    rig.source.put("poison", &at(2), &at(2), customer("P", "Q"));
+    poll().await;
+    let mut rounds = 0;
+    while rig.store.dead_letters(10).await.unwrap().is_empty() {
+        rounds += 1;
+        assert!(rounds <= 40, "the poison message was never dead-lettered");
+        let _ = publisher.drain().await;
+        let id = format!("n{rounds}");
+        rig.advance(chrono::Duration::seconds(10));
+        rig.source
+            .put(&id, &at(10 + rounds), &at(10 + rounds), customer("N", "M"));
+        poll().await;
+    }
+    publisher.drain().await.expect("nothing else is stuck");
+    assert!(
+        rounds >= 9,
+        "dead-lettered only after max_attempts: {rounds} rounds"
+    );
+    let dead = rig.store.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message.body.id, "poison");
+    assert!(
+        dead[0]
+            .reason
+            .starts_with("failed 10 times while other messages were accepted"),
+        "{}",
+        dead[0].reason
+    );
+    let published: HashSet<String> = rig
+        .sink
+        .messages()
+        .iter()
+        .map(|m| m.body.id.clone())
+        .collect();
+    for i in 1..=rounds {
+        assert!(published.contains(&format!("n{i}")), "n{i} published");
+    }
+    assert!(published.contains("o1") && published.contains("o2"));
+    assert_eq!(rig.store.outbox_stats().await.unwrap().depth, 0);
+}

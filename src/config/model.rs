@@ -195,6 +195,13 @@ pub struct OutboxConfig {
     #[serde(default = "defaults::backoff_max", with = "humantime_serde")]
     #[schemars(with = "String", extend("default" = "60s"))]
     pub backoff_max: Duration,
+    /// Transient failures of one message sent alone, each after the sink had accepted other
+    /// messages since the previous one, after which it counts as poison and moves to the
+    /// dead-letter table (during a broker outage nothing is accepted, so nothing is
+    /// dead-lettered). At least 2.
+    #[serde(default = "defaults::outbox_max_attempts")]
+    #[schemars(range(min = 2))]
+    pub max_attempts: u32,
 }
 
 impl Default for OutboxConfig {
@@ -204,6 +211,7 @@ impl Default for OutboxConfig {
             max_rows: defaults::max_rows(),
             backoff_min: defaults::backoff_min(),
             backoff_max: defaults::backoff_max(),
+            max_attempts: defaults::outbox_max_attempts(),
         }
     }
 }
@@ -778,6 +786,9 @@ pub(crate) mod defaults {
     }
     pub fn max_rows() -> u64 {
         100_000
+    }
+    pub fn outbox_max_attempts() -> u32 {
+        10
     }
     pub fn backoff_min() -> Duration {
         Duration::from_secs(1)

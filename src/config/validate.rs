@@ -82,6 +82,15 @@ fn validate_outbox(outbox: &OutboxConfig, p: &mut Problems) {
             format!("{} is outside 1..=1000", outbox.batch_size),
         );
     }
+    if outbox.max_attempts < 2 {
+        p.push(
+            "outbox.max_attempts",
+            format!(
+                "{} must be at least 2 (failures of one message, each after other messages were accepted, before it counts as poison)",
+                outbox.max_attempts
+            ),
+        );
+    }
     if outbox.max_rows < u64::from(outbox.batch_size) {
         p.push(
             "outbox.max_rows",

@@ -51,6 +51,7 @@ const OWN_TABLES: &[&str] = &[
     "leases",
     "replicas",
     "request_budget",
+    "token_refresh",
 ];
 
 /// The PostgreSQL store.
@@ -94,9 +95,11 @@ fn pg_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 }
 
 /// SQLSTATEs worth retrying: serialization failures and deadlocks (class 40), connection
-/// problems (08), insufficient resources (53), operator intervention (57P).
+/// problems (08), insufficient resources (53), operator intervention (57P), a lock not
+/// obtained within `lock_timeout` (55P03) and a statement cancelled by `statement_timeout`
+/// (57014, in 57).
 fn is_transient(sqlstate: &str) -> bool {
-    ["40", "08", "53", "57P"]
+    ["40", "08", "53", "57", "55P03"]
         .iter()
         .any(|p| sqlstate.starts_with(p))
 }
@@ -205,8 +208,9 @@ impl PgStore {
 /// This replica's session settings: `application_name` = the replica id (operators tell
 /// replicas apart in `pg_stat_activity`), and the timeouts that bound how long a frozen or
 /// partitioned replica can hold a lock or an open transaction ([`StoreOptions::session_timeout`]):
-/// `idle_in_transaction_session_timeout` and `lock_timeout` at the session timeout,
-/// `statement_timeout` at twice it. They rely on nothing but the server honouring these
+/// `idle_in_transaction_session_timeout` at the session timeout, `lock_timeout` at twice it (a
+/// replica waiting for a lock outlasts a frozen holder, whose session the server ends first),
+/// `statement_timeout` at three times it. They rely on nothing but the server honouring these
 /// standard settings (PostgreSQL ≥ 9.6; a pooler in transaction mode such as PgBouncer must pass
 /// startup options through, or set them per database).
 fn session_options(connect: PgConnectOptions, options: &StoreOptions) -> PgConnectOptions {
@@ -222,8 +226,8 @@ fn session_options(connect: PgConnectOptions, options: &StoreOptions) -> PgConne
             "idle_in_transaction_session_timeout",
             ms(options.session_timeout),
         ),
-        ("lock_timeout", ms(options.session_timeout)),
-        ("statement_timeout", ms(options.session_timeout * 2)),
+        ("lock_timeout", ms(options.session_timeout * 2)),
+        ("statement_timeout", ms(options.session_timeout * 3)),
     ])
 }
 
@@ -732,8 +736,11 @@ impl DeadLetterStore for PgStore {
         let mut tx = self.pool.begin().await.map_err(pg_err("begin retry"))?;
         self.count(4);
         let moved = sqlx::query(
-            "INSERT INTO outbox (topic, partition_key, message_id, message, created_at) \
-             SELECT topic, partition_key, message_id, message, $1 FROM dead_letters \
+            // Back in its original place (its seq; identities are never reused): before later
+            // changes of its partition key that still wait.
+            "INSERT INTO outbox (seq, topic, partition_key, message_id, message, created_at) \
+             OVERRIDING SYSTEM VALUE \
+             SELECT seq, topic, partition_key, message_id, message, $1 FROM dead_letters \
              WHERE $2::bigint[] IS NULL OR seq = ANY($2) ORDER BY seq",
         )
         .bind(to_nanos(Utc::now()))
@@ -954,6 +961,40 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn claim_token_refresh(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.count(1);
+        let ttl = ttl.as_nanos().min(i64::MAX as u128) as i64;
+        let claimed = sqlx::query(&format!(
+            "INSERT INTO token_refresh (name, holder, until) VALUES ($1, $2, {NOW_NS} + $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+             WHERE token_refresh.until < {NOW_NS} OR token_refresh.holder = excluded.holder"
+        ))
+        .bind(name)
+        .bind(holder)
+        .bind(ttl)
+        .execute(&self.pool)
+        .await
+        .map_err(pg_err("claim a token refresh"))?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    async fn release_token_refresh(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.count(1);
+        sqlx::query("DELETE FROM token_refresh WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err("release a token refresh"))?;
+        Ok(())
+    }
+
     async fn take_request_budget(
         &self,
         source: &str,
@@ -1086,11 +1127,17 @@ mod tests {
         .await
         .unwrap();
         assert!(names.contains(&"replica-b".to_string()), "{names:?}");
-        let timeout: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
-            .fetch_one(&b.pool)
-            .await
-            .unwrap();
-        assert_eq!(timeout, "1s");
+        for (setting, value) in [
+            ("idle_in_transaction_session_timeout", "1s"),
+            ("lock_timeout", "2s"),
+            ("statement_timeout", "3s"),
+        ] {
+            let shown: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+                .fetch_one(&b.pool)
+                .await
+                .unwrap();
+            assert_eq!(shown, value, "{setting}");
+        }
         drop((a, b));
         drop_db(&admin, &name).await;
     }

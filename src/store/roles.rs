@@ -105,7 +105,9 @@ pub trait DeadLetterStore: Send + Sync {
     /// Dead letters, oldest first.
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadRow>, StoreError>;
 
-    /// Moves dead letters (all, or the given seqs) back to the outbox; returns how many.
+    /// Moves dead letters (all, or the given seqs) back to the outbox, each in its original
+    /// place (its seq), so it is published before later changes of its partition key that
+    /// still wait; returns how many.
     async fn retry_dead(&self, seqs: Option<&[i64]>) -> Result<u64, StoreError>;
 }
 
@@ -146,6 +148,19 @@ pub trait Store: PageStore + OutboxStore + DeadLetterStore + LeaseStore {
 
     /// Stores a token, replacing the previous one atomically.
     async fn put_token(&self, name: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Claims the refresh of token `name` for `holder` for `ttl`: `true` when no other holder
+    /// has an unexpired claim. With rotating refresh tokens only one replica may refresh at a
+    /// time; the others wait and read the token it stores.
+    async fn claim_token_refresh(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends `holder`'s claim on refreshing token `name`.
+    async fn release_token_refresh(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
     /// Takes `n` requests from `source`'s budget of `per_hour` requests per clock hour, shared
     /// by every replica. `None`: granted. `Some(wait)`: the budget is used up; nothing was

@@ -594,8 +594,10 @@ impl DeadLetterStore for SqliteStore {
         let filter = seqs.map(|s| serde_json::to_string(s).expect("ints serialize"));
         let mut tx = self.pool.begin().await.map_err(query_err("begin retry"))?;
         let moved = sqlx::query(
-            "INSERT INTO outbox (topic, partition_key, message_id, message, created_at) \
-             SELECT topic, partition_key, message_id, message, ? FROM dead_letters \
+            // Back in its original place (its seq): before later changes of its partition key
+            // that still wait, so a requeued message never overtakes them.
+            "INSERT INTO outbox (seq, topic, partition_key, message_id, message, created_at) \
+             SELECT seq, topic, partition_key, message_id, message, ? FROM dead_letters \
              WHERE ?2 IS NULL OR seq IN (SELECT value FROM json_each(?2)) ORDER BY seq",
         )
         .bind(now_nanos())
@@ -783,6 +785,40 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(query_err("write token"))?;
+        Ok(())
+    }
+
+    async fn claim_token_refresh(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = now_nanos();
+        let until = now.saturating_add(ttl.as_nanos().min(i64::MAX as u128) as i64);
+        let claimed = sqlx::query(
+            "INSERT INTO token_refresh (name, holder, until) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+             WHERE token_refresh.until < ?4 OR token_refresh.holder = excluded.holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("claim a token refresh"))?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    async fn release_token_refresh(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM token_refresh WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("release a token refresh"))?;
         Ok(())
     }
 

@@ -30,6 +30,7 @@ pub struct MemorySink {
     mode: Mutex<Option<SinkMode>>,
     reject_topic: Mutex<Option<String>>,
     reject_message: Mutex<Option<String>>,
+    fail_message: Mutex<Option<String>>,
     /// How many publish calls were made.
     pub publishes: AtomicUsize,
 }
@@ -51,10 +52,16 @@ impl MemorySink {
     pub fn reject_entity_id(&self, id: &str) {
         *self.reject_message.lock().unwrap() = Some(id.to_string());
     }
-    /// Stops rejecting topics and messages.
+    /// Fails every publish whose batch holds the message with this entity id, transiently
+    /// (a broker that times out on that one message), delivering nothing of that batch.
+    pub fn fail_entity_id(&self, id: &str) {
+        *self.fail_message.lock().unwrap() = Some(id.to_string());
+    }
+    /// Stops rejecting or failing topics and messages.
     pub fn clear_rejections(&self) {
         *self.reject_topic.lock().unwrap() = None;
         *self.reject_message.lock().unwrap() = None;
+        *self.fail_message.lock().unwrap() = None;
     }
     /// Forgets the messages received so far.
     pub fn clear(&self) {
@@ -105,6 +112,14 @@ impl Sink for MemorySink {
                 block: TopicBlock::NotFound,
                 reason: format!("topic {topic} does not exist"),
             });
+        }
+        if let Some(id) = self.fail_message.lock().unwrap().as_deref() {
+            if messages.iter().any(|m| m.body.id == id) {
+                return Err(SinkError::Transient {
+                    reason: format!("the broker timed out on the batch holding {id}"),
+                    retry_after: None,
+                });
+            }
         }
         if let Some(id) = self.reject_message.lock().unwrap().as_deref() {
             if messages.iter().any(|m| m.body.id == id) {
