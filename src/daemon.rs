@@ -181,7 +181,7 @@ impl App {
         let options = StoreOptions {
             replica_id,
             claim_timeout: config.cluster.claim_timeout,
-            session_timeout: (config.cluster.lease_ttl / 3).max(Duration::from_secs(1)),
+            session_timeout: (config.cluster.lease_ttl / 4).max(Duration::from_secs(1)),
             sqlite_writer: true,
         };
         let store = store::open_with(config.state.url.expose(), &options).await?;

@@ -676,3 +676,100 @@ source_system = "DEMO"
     let files = std::fs::read_dir("migrations/postgres").unwrap().count() as i64;
     assert_eq!(migrations, files, "each migration applied once");
 }
+
+/// Injected: three replicas on one PostgreSQL database poll SAP Concur (the simulator), whose
+/// refresh tokens rotate on every refresh and whose reuse detection revokes the whole grant
+/// when a rotated-away refresh token is presented again; access tokens last 63 s, so with the
+/// 60 s renewal margin each one is refreshed after about 3 s. For 12 s every replica fetches
+/// as fast as it can. Exactly one replica refreshes at a time and each refresh presents the
+/// newest refresh token: no `invalid_grant`, no reuse, no failed fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn rotating_refresh_tokens_are_refreshed_by_one_replica_at_a_time() {
+    use pollbus_testkit::concur::{report, ConcurSim, CLIENT};
+    let db = pg::TestDb::create().await;
+    let sim = ConcurSim::start("refresh-0").await;
+    sim.set_token_lifetime(63);
+    sim.insert(
+        "F4F027007E814C1CA70E",
+        pollbus_testkit::t("2024-05-01T10:00:00Z"),
+        report("Oslo trip", 250.0),
+    );
+    let text = format!(
+        r#"
+[[sources]]
+name = "concur"
+kind = "concur"
+base_url = "{login}"
+source_system = "Concur"
+page_size = 10
+concur = {{ allowed_hosts = ["{geo}"] }}
+auth = {{ kind = "oauth2", client_id = "{id}", client_secret = "{secret}", refresh_token = "refresh-0" }}
+  [[sources.resources]]
+  name = "reports"
+  entity = "expense-report"
+  fields = {{ Name = "Name" }}
+"#,
+        login = sim.login_url(),
+        geo = sim.geo_url(),
+        id = CLIENT.0,
+        secret = CLIENT.1,
+    );
+    let config = Config::parse(&text, "concur.toml").unwrap_or_else(|e| panic!("{e}"));
+    let sc = &config.sources[0];
+    let resource = Arc::new(Resource::build(sc, &sc.resources[0]));
+    let mut tasks = Vec::new();
+    for replica in ["a", "b", "c"] {
+        let options = StoreOptions {
+            replica_id: replica.into(),
+            ..StoreOptions::default()
+        };
+        let store: Arc<dyn Store> = Arc::new(PgStore::open(&db.url, &options).await.unwrap());
+        let source = pollbus::source::build(
+            sc,
+            &pollbus::source::SourceContext {
+                clock: Arc::new(SystemClock),
+                store,
+                metrics: None,
+            },
+        )
+        .unwrap();
+        let resource = resource.clone();
+        tasks.push(tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(12);
+            let (mut fetches, mut failures) = (0u32, Vec::new());
+            while Instant::now() < until {
+                match source
+                    .fetch(&resource, DateTime::<Utc>::UNIX_EPOCH, None)
+                    .await
+                {
+                    Ok(_) => fetches += 1,
+                    Err(e) => failures.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (replica, fetches, failures)
+        }));
+    }
+    for task in tasks {
+        let (replica, fetches, failures) = task.await.unwrap();
+        assert!(failures.is_empty(), "replica {replica}: {failures:?}");
+        assert!(fetches > 10, "replica {replica} fetched {fetches} pages");
+    }
+    let tokens = sim.token_requests();
+    let refused: Vec<_> = tokens.iter().filter(|r| r.status != 200).collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(sim.refresh_token_reuses(), 0);
+    assert!(
+        tokens.len() >= 3,
+        "tokens expired and were refreshed several times: {}",
+        tokens.len()
+    );
+    // Each refresh presented the token the previous one issued.
+    for (i, r) in tokens.iter().enumerate() {
+        assert_eq!(r.refresh_token, format!("refresh-{i}"), "{tokens:?}");
+    }
+    println!(
+        "3 replicas, 12 s, access tokens refreshed every ~3 s: {} refreshes, none refused",
+        tokens.len()
+    );
+}

@@ -34,6 +34,24 @@ pub trait TokenCache: Send + Sync {
 
     /// Stores `value` under `name`, replacing the previous one atomically.
     async fn put_token(&self, name: &str, value: &str) -> Result<(), TokenCacheError>;
+
+    /// Claims the refresh of token `name` for `holder` for `ttl`: `true` when nobody else holds
+    /// an unexpired claim. A cache shared by several processes must make this exclusive
+    /// (rotating refresh tokens: one refresh at a time); the default, for a cache no one else
+    /// shares, always grants.
+    async fn claim_refresh(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, TokenCacheError> {
+        Ok(true)
+    }
+
+    /// Ends `holder`'s claim on refreshing `name`.
+    async fn release_refresh(&self, _name: &str, _holder: &str) -> Result<(), TokenCacheError> {
+        Ok(())
+    }
 }
 
 /// A [`TokenCache`] failure, with the backend's message (never the token).
@@ -221,6 +239,10 @@ pub struct OAuth2 {
     pub refreshes: std::sync::atomic::AtomicU64,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     source: String,
+    /// This process's name when it claims a refresh in the token cache.
+    holder: String,
+    /// How long a refresh claim lasts unless released (a claimer that died mid-refresh).
+    claim_ttl: std::time::Duration,
 }
 
 fn grant_name(grant: OAuthGrant) -> &'static str {
@@ -333,6 +355,9 @@ impl OAuth2 {
             refreshes: std::sync::atomic::AtomicU64::new(0),
             metrics: None,
             source: source.to_string(),
+            holder: format!("{:016x}", rand::random::<u64>()),
+            // Two token requests with their timeouts, plus a margin.
+            claim_ttl: timeout.saturating_mul(2) + std::time::Duration::from_secs(10),
         }
     }
 
@@ -436,10 +461,52 @@ impl OAuth2 {
                 });
             }
         }
+        // An access token the vendor refused ([`OAuth2::invalidate`]) is not taken back from
+        // the store.
+        let refused = slot
+            .as_ref()
+            .filter(|t| t.expires_at == DateTime::<Utc>::UNIX_EPOCH)
+            .map(|t| t.access_token.clone());
+        // One refresh at a time across every process sharing the token cache: with rotating
+        // refresh tokens, the refresh token in memory may already be spent by another replica.
+        // Claim the refresh, then re-read the stored token — another replica may have
+        // refreshed it meanwhile (then use its token), and otherwise its refresh token is the
+        // newest one.
+        loop {
+            let claimed = self
+                .store
+                .claim_refresh(&self.token_name, &self.holder, self.claim_ttl)
+                .await
+                .map_err(|e| AuthError::Store {
+                    what: "claim the refresh of",
+                    reason: e.to_string(),
+                })?;
+            if let Some(stored) = self.load().await? {
+                let fresh = stored.expires_at - EXPIRY_MARGIN > self.clock.now()
+                    && refused.as_ref() != Some(&stored.access_token);
+                let same_origin = configured.is_none() || stored.configured == configured;
+                if fresh && same_origin {
+                    if claimed {
+                        self.release_claim().await;
+                    }
+                    let access = stored.access_token.clone();
+                    *slot = Some(stored);
+                    return Ok(access);
+                }
+                *slot = Some(stored);
+            }
+            if claimed {
+                break;
+            }
+            tracing::debug!(token = %self.token_name, "another process refreshes this token; waiting for it");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
         let previous = slot
             .take()
             .filter(|t| configured.is_none() || t.configured == configured);
-        match self.obtain(previous.as_ref(), configured).await {
+        let obtained = self.obtain(previous.as_ref(), configured).await;
+        self.release_claim().await;
+        match obtained {
             Ok(token) => {
                 *self.failure.lock().await = None;
                 let access = token.access_token.clone();
@@ -464,6 +531,17 @@ impl OAuth2 {
                 });
                 Err(e)
             }
+        }
+    }
+
+    /// Ends this process's refresh claim (best effort: an unreleased claim expires).
+    async fn release_claim(&self) {
+        if let Err(e) = self
+            .store
+            .release_refresh(&self.token_name, &self.holder)
+            .await
+        {
+            tracing::warn!(token = %self.token_name, error = %e, "could not release the refresh claim; it expires on its own");
         }
     }
 

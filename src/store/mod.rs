@@ -182,11 +182,11 @@ pub struct StoreOptions {
     /// reclaim them (PostgreSQL).
     pub claim_timeout: Duration,
     /// PostgreSQL: the longest one of this replica's sessions may sit idle inside a
-    /// transaction (`idle_in_transaction_session_timeout`) or wait for a lock (`lock_timeout`);
-    /// a statement may run twice as long (`statement_timeout`). A replica frozen inside the
-    /// lease or claim transaction (a paused VM, a stuck node) is cut off by the server after
-    /// this, so it cannot stall the others for longer. The daemon uses a third of
-    /// `cluster.lease_ttl`.
+    /// transaction (`idle_in_transaction_session_timeout`); it may wait twice as long for a
+    /// lock (`lock_timeout`) and run a statement three times as long (`statement_timeout`). A
+    /// replica frozen inside the lease or claim transaction (a paused VM, a stuck node) is cut
+    /// off by the server after this, so it cannot stall the others for longer. The daemon uses
+    /// a quarter of `cluster.lease_ttl`.
     pub session_timeout: Duration,
     /// SQLite: take the state file's writer lock (`<file>.lock`) for as long as the store is
     /// open, refusing to open a file another process holds, and end the leases a previous

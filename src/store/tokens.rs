@@ -35,4 +35,23 @@ impl TokenCache for StoreTokenCache {
             .await
             .map_err(|e| TokenCacheError(e.to_string()))
     }
+
+    async fn claim_refresh(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, TokenCacheError> {
+        self.store
+            .claim_token_refresh(name, holder, ttl)
+            .await
+            .map_err(|e| TokenCacheError(e.to_string()))
+    }
+
+    async fn release_refresh(&self, name: &str, holder: &str) -> Result<(), TokenCacheError> {
+        self.store
+            .release_token_refresh(name, holder)
+            .await
+            .map_err(|e| TokenCacheError(e.to_string()))
+    }
 }

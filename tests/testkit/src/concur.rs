@@ -6,7 +6,8 @@
 //! "geolocations": the token endpoint answers on both and always returns the second
 //! (`geo_url`) as `geolocation`; the reports API answers only there (elsewhere 403 with the v3
 //! error body of the docs example). Every refresh **rotates** the refresh token: the old one
-//! stops working. Records, token responses and error bodies are shaped like the documentation
+//! stops working, and presenting a rotated-away one again is **reuse**: every token of the
+//! grant is revoked (`invalid_grant`), as reuse detection does. Records, token responses and error bodies are shaped like the documentation
 //! examples in `shared/reference/fixtures/concur/`: report ids of 20 uppercase hex digits,
 //! dates without zone and with a variable number of fraction digits, `expires_in` as a string.
 //! Items are returned in id order (not by modification date), `NextPage` is an absolute URL
@@ -58,6 +59,12 @@ pub struct TokenRequest {
 struct Inner {
     geo_url: String,
     refresh_tokens: HashSet<String>,
+    /// Refresh tokens already exchanged (rotated away): presenting one again is reuse.
+    spent: HashSet<String>,
+    /// `expires_in` of issued access tokens, seconds.
+    lifetime: u64,
+    /// Refresh-token reuses seen (each revoked every token, as reuse detection does).
+    reuses: usize,
     access_tokens: HashSet<String>,
     issued: u32,
     reports: BTreeMap<String, Report>,
@@ -152,12 +159,23 @@ async fn token(State(ctx): State<Ctx>, body: String) -> Response {
             StatusCode::UNAUTHORIZED,
             json!({"error": "invalid_client", "error_description": "client authentication failed", "code": 1, "geolocation": geolocation}),
         )
+    } else if grant_type == "refresh_token" && inner.spent.contains(&refresh) {
+        // Reuse detection: a rotated-away refresh token presented again means it leaked (or a
+        // client raced itself); every token of the grant is revoked.
+        inner.reuses += 1;
+        inner.refresh_tokens.clear();
+        inner.access_tokens.clear();
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_grant", "error_description": "refresh token reuse detected; the grant is revoked", "code": 108, "geolocation": geolocation}),
+        )
     } else if grant_type != "refresh_token" || !inner.refresh_tokens.remove(&refresh) {
         (
             StatusCode::BAD_REQUEST,
             json!({"error": "invalid_grant", "error_description": "bad or expired refresh token", "code": 108, "geolocation": geolocation}),
         )
     } else {
+        inner.spent.insert(refresh.clone());
         inner.issued += 1;
         let n = inner.issued;
         let (access, rotated) = (format!("access-{n}"), format!("refresh-{n}"));
@@ -166,7 +184,7 @@ async fn token(State(ctx): State<Ctx>, body: String) -> Response {
         (
             StatusCode::OK,
             json!({
-                "expires_in": "3600", "scope": "app-scopes", "token_type": "Bearer",
+                "expires_in": inner.lifetime.to_string(), "scope": "app-scopes", "token_type": "Bearer",
                 "access_token": access, "refresh_token": rotated, "id_token": "oidc_token",
                 "geolocation": geolocation
             }),
@@ -328,6 +346,9 @@ impl ConcurSim {
         let inner = Arc::new(Mutex::new(Inner {
             geo_url: geo_url.clone(),
             refresh_tokens: HashSet::from([initial_refresh.to_string()]),
+            spent: HashSet::new(),
+            lifetime: 3600,
+            reuses: 0,
             access_tokens: HashSet::new(),
             issued: 0,
             reports: BTreeMap::new(),
@@ -411,6 +432,17 @@ impl ConcurSim {
     /// Makes every access token invalid (the next API request gets 401).
     pub fn expire_access_tokens(&self) {
         self.inner.lock().unwrap().access_tokens.clear();
+    }
+
+    /// Sets `expires_in` of the access tokens issued from now on (3600 by default).
+    pub fn set_token_lifetime(&self, seconds: u64) {
+        self.inner.lock().unwrap().lifetime = seconds;
+    }
+
+    /// How many times a rotated-away refresh token was presented again (each time every token
+    /// of the grant was revoked).
+    pub fn refresh_token_reuses(&self) -> usize {
+        self.inner.lock().unwrap().reuses
     }
 
     /// Revokes every refresh token (the user disconnected the app).

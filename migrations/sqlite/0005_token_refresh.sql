@@ -1,0 +1,8 @@
+-- One OAuth refresh at a time per token (rotating refresh tokens): a replica claims the
+-- refresh here, re-reads the stored token, refreshes, stores the new one and releases. A claim
+-- that is never released (the replica died mid-refresh) expires at `until` (nanoseconds).
+CREATE TABLE token_refresh (
+    name   TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until  INTEGER NOT NULL
+);
