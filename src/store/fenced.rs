@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 
 use super::*;
 
-/// Adds the current poll's fence to every [`PageStore::commit_page`]; without one, pages are
-/// refused with [`StoreError::LeaseLost`].
+/// Adds the current poll's fence to every [`PageStore::commit_page`] and
+/// [`PageStore::reconcile_mark`]; without one, they are refused with [`StoreError::NotLeased`].
 pub struct FencedStore {
     inner: Arc<dyn PageStore>,
     fence: Mutex<Option<Fence>>,
@@ -80,8 +80,14 @@ impl PageStore for FencedStore {
         key: &ResourceKey,
         run: i64,
         ids: &[String],
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
-        self.inner.reconcile_mark(key, run, ids).await
+        match fence.cloned().or_else(|| self.fence()) {
+            Some(fence) => self.inner.reconcile_mark(key, run, ids, Some(&fence)).await,
+            None => Err(StoreError::NotLeased {
+                resource: key.to_string(),
+            }),
+        }
     }
 
     async fn reconcile_absent(

@@ -94,6 +94,30 @@ fn pg_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
+/// Fails with [`StoreError::LeaseLost`] unless `fence` still holds `key`'s lease; the lease row
+/// stays share-locked until the transaction ends, so no takeover commits in between.
+async fn check_fence(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    key: &ResourceKey,
+    fence: &Fence,
+) -> Result<(), StoreError> {
+    let held = sqlx::query(&format!(
+        "SELECT 1 FROM leases WHERE source = $1 AND resource = $2 AND owner = $3 \
+         AND token = $4 AND expires_at > {NOW_NS} FOR SHARE"
+    ))
+    .bind(&key.source)
+    .bind(&key.resource)
+    .bind(&fence.owner)
+    .bind(fence.token)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(pg_err("check lease"))?;
+    if held.is_none() {
+        return Err(lease_lost(key, fence));
+    }
+    Ok(())
+}
+
 /// SQLSTATEs worth retrying: serialization failures and deadlocks (class 40), connection
 /// problems (08), insufficient resources (53), operator intervention (57P), a lock not
 /// obtained within `lock_timeout` (55P03) and a statement cancelled by `statement_timeout`
@@ -410,20 +434,7 @@ impl PageStore for PgStore {
         self.count(2); // begin + commit
         if let Some(fence) = &page.fence {
             self.count(1);
-            let held = sqlx::query(&format!(
-                "SELECT 1 FROM leases WHERE source = $1 AND resource = $2 AND owner = $3 \
-                 AND token = $4 AND expires_at > {NOW_NS} FOR SHARE"
-            ))
-            .bind(&key.source)
-            .bind(&key.resource)
-            .bind(&fence.owner)
-            .bind(fence.token)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(pg_err("check lease"))?;
-            if held.is_none() {
-                return Err(lease_lost(key, fence));
-            }
+            check_fence(&mut tx, key, fence).await?;
         }
         let now = to_nanos(page.at);
         if !page.snapshots.is_empty() {
@@ -531,8 +542,14 @@ impl PageStore for PgStore {
         key: &ResourceKey,
         run: i64,
         ids: &[String],
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
-        self.count(1);
+        let mut tx = self.pool.begin().await.map_err(pg_err("begin marks"))?;
+        self.count(3);
+        if let Some(fence) = fence {
+            self.count(1);
+            check_fence(&mut tx, key, fence).await?;
+        }
         sqlx::query(
             "UPDATE snapshots SET mark = $1 WHERE source = $2 AND resource = $3 AND id = ANY($4)",
         )
@@ -540,10 +557,10 @@ impl PageStore for PgStore {
         .bind(&key.source)
         .bind(&key.resource)
         .bind(ids)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(pg_err("mark reconciled ids"))?;
-        Ok(())
+        tx.commit().await.map_err(pg_err("commit marks"))
     }
 
     async fn reconcile_absent(

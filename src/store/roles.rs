@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    DeadRow, Lease, LeaseGrant, OutboxRow, OutboxStats, PageCommit, ResourceKey, ResourceState,
-    ResourceSummary, StoreError,
+    DeadRow, Fence, Lease, LeaseGrant, OutboxRow, OutboxStats, PageCommit, ResourceKey,
+    ResourceState, ResourceSummary, StoreError,
 };
 use crate::detect::Snapshot;
 
@@ -50,12 +50,16 @@ pub trait PageStore: OutboxGauge {
     /// Writes one page atomically (the checkpoint rule): snapshots, outbox rows and the cursor.
     async fn commit_page(&self, key: &ResourceKey, page: PageCommit) -> Result<(), StoreError>;
 
-    /// Marks `ids` as present in reconciliation run `run`.
+    /// Marks `ids` as present in reconciliation run `run`. With a `fence`, the marks are
+    /// written only if that lease is still held (checked in the same transaction); otherwise
+    /// [`StoreError::LeaseLost`] and nothing is written — a replica that lost the lease cannot
+    /// change what the new owner's reconciliation deletes.
     async fn reconcile_mark(
         &self,
         key: &ResourceKey,
         run: i64,
         ids: &[String],
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
 
     /// Snapshots not marked in run `run` and last written before `before` (records that

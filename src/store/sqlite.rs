@@ -207,6 +207,33 @@ async fn check_is_pollbus(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Fails with [`StoreError::LeaseLost`] unless `fence` still holds `key`'s lease. A write
+/// first, so the transaction holds SQLite's write lock from here on (nobody takes the lease
+/// over before it commits).
+async fn check_fence(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    key: &ResourceKey,
+    fence: &Fence,
+) -> Result<(), StoreError> {
+    let held = sqlx::query(
+        "UPDATE leases SET token = token WHERE source = ? AND resource = ? \
+         AND owner = ? AND token = ? AND expires_at > ?",
+    )
+    .bind(&key.source)
+    .bind(&key.resource)
+    .bind(&fence.owner)
+    .bind(fence.token)
+    .bind(now_nanos())
+    .execute(&mut **tx)
+    .await
+    .map_err(query_err("check lease"))?
+    .rows_affected();
+    if held == 0 {
+        return Err(lease_lost(key, fence));
+    }
+    Ok(())
+}
+
 fn snapshot_from(updated: i64, fields: &str) -> Result<Snapshot, StoreError> {
     let fields = serde_json::from_str(fields).map_err(|e| StoreError::Corrupt {
         what: "snapshot",
@@ -288,23 +315,7 @@ impl PageStore for SqliteStore {
     async fn commit_page(&self, key: &ResourceKey, page: PageCommit) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(query_err("begin page"))?;
         if let Some(fence) = &page.fence {
-            // A write first, so this transaction holds SQLite's write lock from here on.
-            let held = sqlx::query(
-                "UPDATE leases SET token = token WHERE source = ? AND resource = ? \
-                 AND owner = ? AND token = ? AND expires_at > ?",
-            )
-            .bind(&key.source)
-            .bind(&key.resource)
-            .bind(&fence.owner)
-            .bind(fence.token)
-            .bind(now_nanos())
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("check lease"))?
-            .rows_affected();
-            if held == 0 {
-                return Err(lease_lost(key, fence));
-            }
+            check_fence(&mut tx, key, fence).await?;
         }
         let now = to_nanos(page.at);
         // Multi-row VALUES with bound parameters: no JSON re-encoding of the rows, one
@@ -388,7 +399,12 @@ impl PageStore for SqliteStore {
         key: &ResourceKey,
         run: i64,
         ids: &[String],
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_err("begin marks"))?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, key, fence).await?;
+        }
         sqlx::query(
             "UPDATE snapshots SET mark = ? WHERE source = ? AND resource = ? \
              AND id IN (SELECT value FROM json_each(?))",
@@ -397,10 +413,10 @@ impl PageStore for SqliteStore {
         .bind(&key.source)
         .bind(&key.resource)
         .bind(json_ids(ids))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(query_err("mark reconciled ids"))?;
-        Ok(())
+        tx.commit().await.map_err(query_err("commit marks"))
     }
 
     async fn reconcile_absent(
