@@ -391,6 +391,7 @@ mod tests {
             created: created.map(|c| c.parse().unwrap()),
             class: None,
             raw: json!({"first_name": name, "address": {"city": city}, "by": "IFS"}),
+            degraded: None,
         }
     }
 

@@ -9,12 +9,14 @@ use prometheus::{
 
 /// What one poll counted, as metrics records it (the poll loop's `PollReport` converts into it,
 /// so this module depends on nothing else of the crate).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollCounts {
     /// Records received.
     pub records: u64,
     /// Records skipped as unreadable.
     pub skipped: u64,
+    /// Skipped and degraded records by reason.
+    pub unreadable: Vec<(&'static str, u64)>,
     /// Updates that changed no tracked field.
     pub noop: u64,
     /// CREATE messages.
@@ -34,7 +36,7 @@ pub struct Metrics {
     pub polls: IntCounterVec,
     /// Records received from vendors.
     pub records: IntCounterVec,
-    /// Records skipped as unreadable.
+    /// Records skipped or read in part, by reason ([`RECORD_PROBLEMS`]).
     pub records_skipped: IntCounterVec,
     /// Changes detected, by event type.
     pub changes: IntCounterVec,
@@ -99,6 +101,16 @@ pub struct Declared<'a> {
     pub interval_seconds: f64,
 }
 
+/// Why a vendor record was skipped (`no_id`, `no_updated_date`, `bad_date`, `unparseable`) or
+/// read in part (`bad_created_date`): the `reason` label of `pollbus_records_skipped_total`.
+pub const RECORD_PROBLEMS: [&str; 5] = [
+    "no_id",
+    "no_updated_date",
+    "bad_date",
+    "unparseable",
+    "bad_created_date",
+];
+
 /// Why the sink may block a topic (`reason` of `pollbus_topic_blocked`).
 pub const TOPIC_BLOCKED_REASONS: [&str; 4] =
     ["not_found", "unauthorized", "disabled", "quota_exceeded"];
@@ -139,8 +151,8 @@ impl Metrics {
         let records_skipped = counter(
             &registry,
             "pollbus_records_skipped_total",
-            "Unreadable records skipped (missing id or date, bad date).",
-            sr,
+            "Vendor records skipped or read in part, by reason (no_id, no_updated_date, bad_date, unparseable: skipped; bad_created_date: read without it).",
+            &["source", "resource", "reason"],
         );
         let changes = counter(
             &registry,
@@ -358,7 +370,10 @@ impl Metrics {
                     .with_label_values(&[r.source, r.resource, event]);
             }
             self.records.with_label_values(l);
-            self.records_skipped.with_label_values(l);
+            for reason in RECORD_PROBLEMS {
+                self.records_skipped
+                    .with_label_values(&[r.source, r.resource, reason]);
+            }
             self.noop_updates.with_label_values(l);
             self.lease_owned.with_label_values(l);
             self.lease_acquisitions.with_label_values(l);
@@ -382,9 +397,11 @@ impl Metrics {
             .with_label_values(&[source, resource, outcome])
             .inc();
         self.records.with_label_values(l).inc_by(report.records);
-        self.records_skipped
-            .with_label_values(l)
-            .inc_by(report.skipped);
+        for (reason, n) in &report.unreadable {
+            self.records_skipped
+                .with_label_values(&[source, resource, reason])
+                .inc_by(*n);
+        }
         self.noop_updates.with_label_values(l).inc_by(report.noop);
         for (event, n) in [
             ("create", report.created),

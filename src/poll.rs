@@ -15,7 +15,7 @@
 //! with `"reconcile"` all ids are listed every `reconcile_interval` and known ids that are gone
 //! are deleted. Either path removes the snapshot with the DELETE, so the other finds nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -31,6 +31,14 @@ use crate::record::SourceRecord;
 use crate::source::{Resource, Source, SourceError};
 use crate::store::{PageCommit, PageStore, ResourceKey, ResourceState, StoreError};
 
+/// Counts a skipped or degraded record in `report` by reason, keeping the first problem.
+fn note_unreadable(report: &mut PollReport, problem: &crate::record::RecordError) {
+    *report.unreadable.entry(problem.reason()).or_default() += 1;
+    if report.unreadable_sample.is_none() {
+        report.unreadable_sample = Some(problem.to_string().chars().take(300).collect());
+    }
+}
+
 /// What one poll did; logged per poll and summed by `poll-once`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollReport {
@@ -40,8 +48,14 @@ pub struct PollReport {
     pub requests: u64,
     /// Records received.
     pub records: u64,
-    /// Records skipped as unreadable (missing id/date, bad date).
+    /// Records skipped as unreadable (missing id/date, bad date, JSON the parser refuses).
     pub skipped: u64,
+    /// Records read with a part left out (an unreadable created date).
+    pub degraded: u64,
+    /// Skipped and degraded records by reason ([`crate::metrics::RECORD_PROBLEMS`]).
+    pub unreadable: BTreeMap<&'static str, u64>,
+    /// The first skipped or degraded record's problem, for the poll's one warning.
+    pub unreadable_sample: Option<String>,
     /// Records left to a configured child resource (parent/child de-duplication).
     pub delegated: u64,
     /// Records remembered silently by the baseline.
@@ -67,6 +81,11 @@ impl From<&PollReport> for PollCounts {
         PollCounts {
             records: report.records,
             skipped: report.skipped,
+            unreadable: report
+                .unreadable
+                .iter()
+                .map(|(reason, n)| (*reason, *n))
+                .collect(),
             noop: report.noop,
             created: report.created,
             updated: report.updated,
@@ -83,6 +102,13 @@ impl PollReport {
         self.requests += o.requests;
         self.records += o.records;
         self.skipped += o.skipped;
+        self.degraded += o.degraded;
+        for (reason, n) in &o.unreadable {
+            *self.unreadable.entry(reason).or_default() += n;
+        }
+        if self.unreadable_sample.is_none() {
+            self.unreadable_sample = o.unreadable_sample.clone();
+        }
         self.delegated += o.delegated;
         self.baseline += o.baseline;
         self.created += o.created;
@@ -207,6 +233,7 @@ impl Poller {
         self.poll_records(&key, &mut state, trace, stop, &mut report)
             .await?;
         if stop.is_cancelled() || !state.baseline_done {
+            self.warn_unreadable(&report);
             return Ok(report);
         }
         let config = &self.resource.config;
@@ -223,7 +250,29 @@ impl Poller {
         if config.deletes.reconciles() && due {
             self.reconcile(&key, &mut state, trace, &mut report).await?;
         }
+        self.warn_unreadable(&report);
         Ok(report)
+    }
+
+    /// One warning per poll for the records it skipped or degraded: how many, by reason, and
+    /// the first one's problem (a vendor with many bad records does not flood the log).
+    fn warn_unreadable(&self, report: &PollReport) {
+        if report.skipped + report.degraded == 0 {
+            return;
+        }
+        let reasons: Vec<String> = report
+            .unreadable
+            .iter()
+            .map(|(reason, n)| format!("{reason}={n}"))
+            .collect();
+        tracing::warn!(
+            resource = %self.resource.key(),
+            skipped = report.skipped,
+            degraded = report.degraded,
+            reasons = %reasons.join(","),
+            first = report.unreadable_sample.as_deref().unwrap_or_default(),
+            "records the vendor sent could not be read in full; the others were processed"
+        );
     }
 
     async fn poll_records(
@@ -325,6 +374,10 @@ impl Poller {
         for value in raw {
             match self.resource.reader.read(value) {
                 Ok(r) => {
+                    if let Some(problem) = &r.degraded {
+                        report.degraded += 1;
+                        note_unreadable(report, problem);
+                    }
                     if r.class
                         .as_ref()
                         .is_some_and(|c| self.resource.skip_classes.contains(c))
@@ -336,7 +389,8 @@ impl Poller {
                 }
                 Err(e) => {
                     report.skipped += 1;
-                    tracing::warn!(resource = %self.resource.key(), error = %e, "record skipped");
+                    tracing::debug!(resource = %self.resource.key(), error = %e, "record skipped");
+                    note_unreadable(report, &e);
                 }
             }
         }
@@ -447,7 +501,7 @@ impl Poller {
                 .await?;
             report.requests += 1;
             listed += page.ids.len();
-            self.store.reconcile_mark(key, run, &page.ids).await?;
+            self.store.reconcile_mark(key, run, &page.ids, None).await?;
             match page.next {
                 Some(next) => token = Some(next),
                 None => break,

@@ -88,7 +88,15 @@ pub struct SourceRecord {
     pub class: Option<String>,
     /// The vendor record (values normalized by the source, e.g. reference fields to ids).
     pub raw: Value,
+    /// A problem that did not stop the record: an unreadable created date, read as unknown.
+    pub degraded: Option<RecordError>,
 }
+
+/// The key of the stand-in a source puts where the vendor sent a record the JSON parser
+/// refuses (a lone surrogate, nesting deeper than the parser allows) while the rest of the page
+/// is fine: `{"$pollbus-unparseable": {"position": N, "reason": "…"}}`. The reader turns it into
+/// [`RecordError::Unparseable`], so that record alone is skipped and counted.
+pub const UNPARSEABLE: &str = "$pollbus-unparseable";
 
 /// A record that cannot be processed; it is skipped with a warning and counted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,6 +127,50 @@ pub enum RecordError {
         /// Why it does not parse.
         reason: String,
     },
+    /// A created date that does not match its format: the record is read with no created date.
+    #[error("record {id}: created date {field} {value:?} read as unknown: {reason}")]
+    BadCreated {
+        /// The record id.
+        id: String,
+        /// The date field.
+        field: String,
+        /// The value found.
+        value: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The vendor sent this record as JSON the parser refuses (the rest of the page was read).
+    #[error("record #{position} of the page is not readable JSON: {reason}")]
+    Unparseable {
+        /// Its position in the page (from 0).
+        position: u64,
+        /// The parser's complaint.
+        reason: String,
+    },
+}
+
+impl RecordError {
+    /// A short, stable name for the problem: the `reason` label of
+    /// `pollbus_records_skipped_total` (one of [`crate::metrics::RECORD_PROBLEMS`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecordError::MissingId { .. } => "no_id",
+            RecordError::MissingUpdated { .. } => "no_updated_date",
+            RecordError::BadDate { .. } => "bad_date",
+            RecordError::Unparseable { .. } => "unparseable",
+            RecordError::BadCreated { .. } => "bad_created_date",
+        }
+    }
+
+    /// The record's id, when it was read.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            RecordError::MissingUpdated { id, .. }
+            | RecordError::BadDate { id, .. }
+            | RecordError::BadCreated { id, .. } => Some(id),
+            RecordError::MissingId { .. } | RecordError::Unparseable { .. } => None,
+        }
+    }
 }
 
 /// Parses one date value; `Ok(None)` for sentinel values meaning "no date".
@@ -166,6 +218,19 @@ pub struct RecordReader {
 impl RecordReader {
     /// Reads one record.
     pub fn read(&self, raw: Value) -> Result<SourceRecord, RecordError> {
+        if let Some(stand_in) = raw.get(UNPARSEABLE) {
+            return Err(RecordError::Unparseable {
+                position: stand_in
+                    .get("position")
+                    .and_then(Value::as_u64)
+                    .unwrap_or_default(),
+                reason: stand_in
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
         let id = self
             .id
             .get(&raw)
@@ -196,21 +261,26 @@ impl RecordReader {
                 id: id.clone(),
                 field: self.updated.as_str().to_string(),
             })?;
+        let mut degraded = None;
         let created = match &self.created {
             None => None,
             Some(path) => match path.get(&raw).and_then(scalar_text) {
                 None => None,
                 Some(text) if text.is_empty() => None,
-                Some(text) => {
-                    self.created_format
-                        .parse(&text)
-                        .map_err(|reason| RecordError::BadDate {
+                Some(text) => match self.created_format.parse(&text) {
+                    Ok(created) => created,
+                    // The created date only tells a CREATE from an UPDATE: without it the
+                    // record is still published (as detection decides without a date).
+                    Err(reason) => {
+                        degraded = Some(RecordError::BadCreated {
                             id: id.clone(),
                             field: path.as_str().to_string(),
                             value: text.clone(),
                             reason,
-                        })?
-                }
+                        });
+                        None
+                    }
+                },
             },
         };
         let updated_later = self
@@ -237,6 +307,7 @@ impl RecordReader {
             created,
             class,
             raw,
+            degraded,
         })
     }
 }
@@ -334,5 +405,63 @@ mod tests {
                 .starts_with("record a: meta.updated \"yesterday\": not an RFC 3339"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_unreadable_created_date_degrades_the_record_instead_of_skipping_it() {
+        let r = reader()
+            .read(
+                json!({"id": "a", "meta": {"updated": "2024-05-01T10:00:00Z"}, "created": "soon"}),
+            )
+            .unwrap();
+        assert_eq!(r.created, None);
+        let problem = r.degraded.expect("noted");
+        assert_eq!(problem.reason(), "bad_created_date");
+        assert_eq!(problem.id(), Some("a"));
+        assert!(
+            problem.to_string().contains("\"soon\" read as unknown"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn a_stand_in_for_unparseable_json_is_skipped_with_its_position() {
+        let e = reader()
+            .read(json!({UNPARSEABLE: {"position": 3, "reason": "lone leading surrogate"}}))
+            .unwrap_err();
+        assert_eq!(e.reason(), "unparseable");
+        assert_eq!(
+            e.to_string(),
+            "record #3 of the page is not readable JSON: lone leading surrogate"
+        );
+    }
+
+    #[test]
+    fn every_problem_has_a_declared_metric_reason() {
+        let problems = [
+            RecordError::MissingId { field: "id".into() },
+            RecordError::MissingUpdated {
+                id: "a".into(),
+                field: "u".into(),
+            },
+            RecordError::BadDate {
+                id: "a".into(),
+                field: "u".into(),
+                value: "x".into(),
+                reason: "r".into(),
+            },
+            RecordError::Unparseable {
+                position: 0,
+                reason: "r".into(),
+            },
+            RecordError::BadCreated {
+                id: "a".into(),
+                field: "c".into(),
+                value: "x".into(),
+                reason: "r".into(),
+            },
+        ];
+        let reasons: Vec<&str> = problems.iter().map(RecordError::reason).collect();
+        assert_eq!(reasons, crate::metrics::RECORD_PROBLEMS);
     }
 }

@@ -972,3 +972,35 @@ auth = {{ kind = "oauth2", grant = "password", client_id = "pollbus", client_sec
         );
     }
 }
+
+/// Injected: a page whose first record holds a lone surrogate escape and whose second record
+/// nests 200 arrays deep (the parser stops at 128), among 4 good records. Those two records
+/// alone are skipped and counted by reason; the good ones are published in the same poll, and
+/// the next poll goes on normally.
+#[tokio::test]
+async fn one_bad_record_spoils_nothing_else() {
+    let h = SnHarness::new(100, CONTACTS).await;
+    h.poll("customer_contact").await;
+    h.sim.advance(Duration::from_secs(10));
+    for i in 0..6 {
+        h.sim.advance(Duration::from_secs(1));
+        h.contact(&format!("B{i}"), "X");
+    }
+    h.sim.inject(sim_sn::Fault::BadRecords, 1);
+    let r = h.poll("customer_contact").await;
+    assert_eq!((r.created, r.skipped), (4, 2), "{r:?}");
+    assert_eq!(r.unreadable.get("unparseable"), Some(&2), "{r:?}");
+    assert!(
+        r.unreadable_sample
+            .as_deref()
+            .is_some_and(|s| s.contains("not readable JSON")),
+        "{r:?}"
+    );
+    // The next poll goes on; the two records, readable again and within the overlap, are
+    // published then.
+    h.sim.advance(Duration::from_secs(5));
+    h.contact("After", "X");
+    let r = h.poll("customer_contact").await;
+    assert_eq!((r.created, r.skipped), (3, 0), "{r:?}");
+    h.sink.assert_unique();
+}

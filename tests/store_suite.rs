@@ -239,7 +239,7 @@ async fn suite(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .reconcile_mark(&other, 7, &["a".into(), "zz".into()])
+        .reconcile_mark(&other, 7, &["a".into(), "zz".into()], None)
         .await
         .unwrap();
     let absent = store
@@ -352,7 +352,45 @@ async fn leases(store: Arc<dyn Store>) {
         "{err}"
     );
     assert!(err.to_string().contains("crm/r2"), "{err}");
+    // Reconcile marks are fenced too: the previous holder cannot overwrite the owner's marks
+    // (which would make live records look absent to the owner's reconciliation).
+    store
+        .commit_page(
+            &keys[2],
+            PageCommit {
+                at: at("2024-06-01T12:00:00Z"),
+                snapshots: vec![("m".into(), snapshot("2024-01-01T00:00:00Z", "x"))],
+                fence: Some(b_r2.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .reconcile_mark(&keys[2], 41, &["m".into()], Some(&b_r2))
+        .await
+        .unwrap();
+    let err = store
+        .reconcile_mark(&keys[2], 40, &["m".into()], Some(&a_r2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert!(
+        store
+            .reconcile_absent(&keys[2], 41, at("2030-01-01T00:00:00Z"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the owner's mark stands"
+    );
     let fenced = FencedStore::new(store.clone());
+    assert!(
+        matches!(
+            fenced.reconcile_mark(&keys[0], 1, &[], None).await,
+            Err(StoreError::NotLeased { .. })
+        ),
+        "a fenced store without a lease marks nothing"
+    );
     assert!(
         matches!(
             fenced.commit_page(&keys[0], PageCommit::default()).await,

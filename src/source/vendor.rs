@@ -142,9 +142,21 @@ pub fn records_of(
     expected: &str,
 ) -> Result<JsonPage, SourceError> {
     let request = format!("GET {url}");
-    let mut body = response
-        .json(&request)
-        .map_err(|e| vendor_error(resource, e))?;
+    let mut body = match response.json(&request) {
+        Ok(body) => body,
+        // One record the parser refuses (a lone surrogate, nesting deeper than it allows) must
+        // not cost the page: read the records one by one, each bad one as a stand-in.
+        Err(e) => match lenient_page(&response.body, pointer) {
+            Some((body, records)) => {
+                return Ok(JsonPage {
+                    response,
+                    body,
+                    records,
+                })
+            }
+            None => return Err(vendor_error(resource, e)),
+        },
+    };
     match body.pointer_mut(pointer).map(Value::take) {
         Some(Value::Array(records)) => Ok(JsonPage {
             response,
@@ -158,5 +170,100 @@ pub fn records_of(
                 reason: expected.to_string(),
             },
         )),
+    }
+}
+
+/// Reads a page whose body as a whole the JSON parser refused, when the fault lies inside
+/// records: the body is walked along JSON `pointer` as shallow objects of raw values (raw
+/// values are scanned without recursion and without decoding strings, so neither deep nesting
+/// nor a lone surrogate stops them), then each record of the array is parsed on its own. A
+/// record that fails becomes a stand-in `{"$pollbus-unparseable": {"position", "reason"}}`
+/// ([`crate::record::UNPARSEABLE`]), which the reader skips and counts. The rest of the body is
+/// kept as far as it parses (members that do not parse are null). `None` when the body is not
+/// even well-formed JSON or has no array at `pointer`: then the page fails as before.
+pub fn lenient_page(body: &[u8], pointer: &str) -> Option<(Value, Vec<Value>)> {
+    use serde_json::value::RawValue;
+    fn walk(raw: &RawValue, path: &[String]) -> Option<(Value, Vec<Value>)> {
+        let Some((first, rest)) = path.split_first() else {
+            let items: Vec<&RawValue> = serde_json::from_str(raw.get()).ok()?;
+            let records = items
+                .iter()
+                .enumerate()
+                .map(|(position, item)| {
+                    serde_json::from_str::<Value>(item.get()).unwrap_or_else(|e| {
+                        serde_json::json!({ crate::record::UNPARSEABLE: {
+                            "position": position,
+                            "reason": e.to_string(),
+                        }})
+                    })
+                })
+                .collect();
+            return Some((Value::Array(Vec::new()), records));
+        };
+        let members: std::collections::BTreeMap<String, &RawValue> =
+            serde_json::from_str(raw.get()).ok()?;
+        let mut object = serde_json::Map::new();
+        let mut found = None;
+        for (name, value) in members {
+            if &name == first {
+                let (inner, records) = walk(value, rest)?;
+                object.insert(name, inner);
+                found = Some(records);
+            } else {
+                object.insert(
+                    name,
+                    serde_json::from_str(value.get()).unwrap_or(Value::Null),
+                );
+            }
+        }
+        Some((Value::Object(object), found?))
+    }
+    let raw: &RawValue = serde_json::from_slice(body).ok()?;
+    let path: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    walk(raw, &path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Injected: one record with a lone surrogate and one nested 200 levels deep (serde_json
+    /// stops at 128) among good ones. The page is read; each bad record becomes a stand-in
+    /// naming its position; the rest of the body survives.
+    #[test]
+    fn a_page_with_unparseable_records_keeps_the_good_ones() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let body = format!(
+            r#"{{"meta": {{"next": null}}, "result": [{{"id": "a"}}, {{"id": "b", "name": "\ud800"}}, {{"id": "c", "x": {deep}}}, {{"id": "d"}}]}}"#
+        );
+        assert!(
+            serde_json::from_str::<Value>(&body).is_err(),
+            "the page as a whole is refused"
+        );
+        let (rest, records) = lenient_page(body.as_bytes(), "/result").unwrap();
+        assert_eq!(rest["meta"]["next"], Value::Null);
+        assert_eq!(rest["result"], serde_json::json!([]));
+        assert_eq!(records.len(), 4);
+        assert_eq!(records[0]["id"], "a");
+        assert_eq!(records[3]["id"], "d");
+        for (i, bad) in [(1, "hex escape"), (2, "recursion")] {
+            let stand_in = &records[i][crate::record::UNPARSEABLE];
+            assert_eq!(stand_in["position"], i, "{stand_in}");
+            assert!(
+                stand_in["reason"].as_str().unwrap().contains(bad),
+                "{stand_in}"
+            );
+        }
+        // A body that is not JSON at all, or has no array there, still fails.
+        assert!(lenient_page(b"<html>", "/result").is_none());
+        assert!(lenient_page(br#"{"result": 5}"#, "/result").is_none());
+        // A top-level array (pointer "").
+        let (_, records) = lenient_page(br#"[{"id": 1}, {"id": "\udfff"}]"#, "").unwrap();
+        assert_eq!(records.len(), 2);
+        assert!(records[1].get(crate::record::UNPARSEABLE).is_some());
     }
 }

@@ -295,7 +295,7 @@ async fn early_fault(shared: &Shared, fault: &Option<Fault>) -> Option<Reply> {
             body: HIBERNATING_PAGE.as_bytes().to_vec(),
             ..Reply::default()
         }),
-        Fault::TruncatedJson | Fault::MalformedJson | Fault::Disconnect => None,
+        Fault::TruncatedJson | Fault::MalformedJson | Fault::Disconnect | Fault::BadRecords => None,
     }
 }
 
@@ -334,6 +334,24 @@ fn late_fault(reply: &mut Reply, fault: &Option<Fault>) {
             }
         }
         Some(Fault::Disconnect) => reply.disconnect = true,
+        Some(Fault::BadRecords) => {
+            let text = String::from_utf8_lossy(&reply.body).into_owned();
+            // The first string value of the first record: `"result":[{"k":"v` → `…v\ud800`.
+            let spoiled = text.find("\"result\":[{").and_then(|start| {
+                let value_start = text[start..].find(":\"").map(|i| start + i + 2)?;
+                let value_end = text[value_start..].find('"').map(|i| value_start + i)?;
+                let mut out = text.clone();
+                out.insert_str(value_end, "\\ud800");
+                // The second record: add a deep field after its opening brace.
+                let second = out[value_end..].find("},{").map(|i| value_end + i + 3)?;
+                let deep = format!("\"deep\":{}1{},", "[".repeat(200), "]".repeat(200));
+                out.insert_str(second, &deep);
+                Some(out)
+            });
+            if let Some(out) = spoiled {
+                reply.body = out.into_bytes();
+            }
+        }
         _ => {}
     }
 }

@@ -179,6 +179,10 @@ pub enum Fault {
     Disconnect,
     /// 200 with the HTML page of a hibernating developer instance.
     Hibernating,
+    /// Answer normally, but the first record's first string value ends in a lone surrogate
+    /// escape (`\ud800`, as a broken integration can store) and the second record gains a
+    /// field nested 200 arrays deep: the page as a whole is not valid for strict parsers.
+    BadRecords,
 }
 
 /// Which endpoint a fault applies to.
