@@ -6,7 +6,9 @@
 //! the cursor never passes a change that is not durable. Equal timestamps across page
 //! boundaries, late commits within the overlap and restarts at any point therefore lose and
 //! double nothing. Sources that cannot order their pages move the cursor only after the last
-//! page of a poll.
+//! page of a poll, and never past the vendor's clock when the listing began (its first
+//! answer's `Date` header): a record changed while pollbus paged may sit on a page already read,
+//! dated before the newest record seen, and the next poll must still read it.
 //!
 //! **The first poll.** With `initial = "baseline"` the first poll remembers records silently,
 //! except those updated after it started: they changed while the baseline was being read and are published as first seen (see [`crate::detect::Phase`]).
@@ -299,11 +301,16 @@ impl Poller {
         let ordered = self.source.ordered();
         let mut pending_cursor = state.cursor;
         let mut token: Option<String> = None;
+        // The vendor's clock when the listing began (its first answer's `Date`).
+        let mut vendor_start: Option<DateTime<Utc>> = None;
         loop {
             let page = self
                 .source
                 .fetch(&self.resource, since, token.as_deref())
                 .await?;
+            if token.is_none() {
+                vendor_start = page.vendor_time;
+            }
             report.pages += 1;
             report.requests += u64::from(page.requests);
             report.records += page.records.len() as u64;
@@ -313,8 +320,16 @@ impl Poller {
             }
             let last = page.next.is_none();
             let mut commit = self.detect(key, records, phase, trace, report).await?;
-            if ordered || last {
+            if ordered {
                 state.cursor = pending_cursor;
+            } else if last {
+                // Unordered paging: a record changed while we paged may sit on a page already
+                // read, dated before the newest one seen. The cursor stops at the vendor's
+                // clock when the listing began, so the next poll reads every change made since.
+                state.cursor = match (pending_cursor, vendor_start) {
+                    (Some(c), Some(v)) if v < c => Some(v),
+                    (c, _) => c,
+                };
             }
             if last {
                 state.baseline_done = true;
@@ -507,18 +522,38 @@ impl Poller {
                 None => break,
             }
         }
-        let absent = self.store.reconcile_absent(key, run, started).await?;
+        // Count first, load later: a listing cut short would otherwise load every snapshot of
+        // the resource before the guard refuses it.
+        let missed = self.store.reconcile_miss(key, run, started, None).await?;
         let known = self.store.snapshot_count(key).await?;
         let ratio = self.resource.config.reconcile_max_delete_ratio;
-        if ratio < 1.0 && known > 0 && absent.len() as f64 > ratio * known as f64 {
+        if ratio < 1.0 && known > 0 && missed as f64 > ratio * known as f64 {
             return Err(PollError::ReconcileGuard {
                 resource: self.resource.key(),
-                absent: absent.len(),
+                absent: missed as usize,
                 known,
                 ratio,
             });
         }
-        tracing::info!(resource = %self.resource.key(), listed, absent = absent.len(), "reconciled ids");
+        // An offset-paged listing can skip a record when others are deleted meanwhile: only
+        // records missed by two listings in a row are deleted then.
+        let min_missed = if self.source.stable_id_listing() {
+            1
+        } else {
+            2
+        };
+        let absent = self
+            .store
+            .reconcile_absent(key, run, started, min_missed)
+            .await?;
+        tracing::info!(
+            resource = %self.resource.key(),
+            listed,
+            missed,
+            deleted = absent.len(),
+            min_missed,
+            "reconciled ids"
+        );
         state.last_reconcile = Some(started);
         let deletions = absent
             .into_iter()

@@ -242,14 +242,64 @@ async fn suite(store: Arc<dyn Store>) {
         .reconcile_mark(&other, 7, &["a".into(), "zz".into()], None)
         .await
         .unwrap();
+    assert_eq!(
+        store
+            .reconcile_miss(&other, 7, listing_started, None)
+            .await
+            .unwrap(),
+        1,
+        "counted without loading"
+    );
     let absent = store
-        .reconcile_absent(&other, 7, listing_started)
+        .reconcile_absent(&other, 7, listing_started, 1)
         .await
         .unwrap();
     assert_eq!(
         absent.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
         ["b"]
     );
+    assert!(
+        store
+            .reconcile_absent(&other, 7, listing_started, 2)
+            .await
+            .unwrap()
+            .is_empty(),
+        "missed once: not yet for offset-paged listings"
+    );
+    // A second listing without "b": missed twice.
+    store
+        .reconcile_mark(&other, 8, &["a".into(), "c".into()], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .reconcile_miss(&other, 8, listing_started, None)
+            .await
+            .unwrap(),
+        1
+    );
+    let absent = store
+        .reconcile_absent(&other, 8, listing_started, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        absent.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["b"]
+    );
+    // Seen again (listed, or written by a poll): the count starts over.
+    store
+        .reconcile_mark(&other, 9, &["a".into(), "b".into(), "c".into()], None)
+        .await
+        .unwrap();
+    store
+        .reconcile_miss(&other, 10, listing_started, None)
+        .await
+        .unwrap();
+    assert!(store
+        .reconcile_absent(&other, 10, listing_started, 2)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Tokens replace atomically.
     assert_eq!(store.token("sn/oauth").await.unwrap(), None);
@@ -377,7 +427,7 @@ async fn leases(store: Arc<dyn Store>) {
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
     assert!(
         store
-            .reconcile_absent(&keys[2], 41, at("2030-01-01T00:00:00Z"))
+            .reconcile_absent(&keys[2], 41, at("2030-01-01T00:00:00Z"), 0)
             .await
             .unwrap()
             .is_empty(),

@@ -90,13 +90,35 @@ impl PageStore for FencedStore {
         }
     }
 
+    async fn reconcile_miss(
+        &self,
+        key: &ResourceKey,
+        run: i64,
+        before: DateTime<Utc>,
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError> {
+        match fence.cloned().or_else(|| self.fence()) {
+            Some(fence) => {
+                self.inner
+                    .reconcile_miss(key, run, before, Some(&fence))
+                    .await
+            }
+            None => Err(StoreError::NotLeased {
+                resource: key.to_string(),
+            }),
+        }
+    }
+
     async fn reconcile_absent(
         &self,
         key: &ResourceKey,
         run: i64,
         before: DateTime<Utc>,
+        min_missed: u32,
     ) -> Result<Vec<(String, Snapshot)>, StoreError> {
-        self.inner.reconcile_absent(key, run, before).await
+        self.inner
+            .reconcile_absent(key, run, before, min_missed)
+            .await
     }
 
     async fn snapshot_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {

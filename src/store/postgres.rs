@@ -459,7 +459,8 @@ impl PageStore for PgStore {
                  SELECT $1, $2, u.id, u.updated, u.fields, $3 \
                  FROM UNNEST($4::text[], $5::bigint[], $6::text[]) AS u(id, updated, fields) \
                  ON CONFLICT (source, resource, id) DO UPDATE SET \
-                   updated = excluded.updated, fields = excluded.fields, seen_at = excluded.seen_at",
+                   updated = excluded.updated, fields = excluded.fields, seen_at = excluded.seen_at, \
+                   missed = 0",
             )
             .bind(&key.source)
             .bind(&key.resource)
@@ -551,7 +552,8 @@ impl PageStore for PgStore {
             check_fence(&mut tx, key, fence).await?;
         }
         sqlx::query(
-            "UPDATE snapshots SET mark = $1 WHERE source = $2 AND resource = $3 AND id = ANY($4)",
+            "UPDATE snapshots SET mark = $1, missed = 0 WHERE source = $2 AND resource = $3 \
+             AND id = ANY($4)",
         )
         .bind(run)
         .bind(&key.source)
@@ -563,21 +565,52 @@ impl PageStore for PgStore {
         tx.commit().await.map_err(pg_err("commit marks"))
     }
 
-    async fn reconcile_absent(
+    async fn reconcile_miss(
         &self,
         key: &ResourceKey,
         run: i64,
         before: DateTime<Utc>,
-    ) -> Result<Vec<(String, Snapshot)>, StoreError> {
-        self.count(1);
-        let rows = sqlx::query(
-            "SELECT id, updated, fields FROM snapshots WHERE source = $1 AND resource = $2 \
-             AND (mark IS NULL OR mark <> $3) AND seen_at < $4 ORDER BY id",
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(pg_err("begin misses"))?;
+        self.count(3);
+        if let Some(fence) = fence {
+            self.count(1);
+            check_fence(&mut tx, key, fence).await?;
+        }
+        let missed = sqlx::query(
+            "UPDATE snapshots SET missed = missed + 1 WHERE source = $1 AND resource = $2 \
+             AND (mark IS NULL OR mark <> $3) AND seen_at < $4",
         )
         .bind(&key.source)
         .bind(&key.resource)
         .bind(run)
         .bind(to_nanos(before))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_err("count absent ids"))?
+        .rows_affected();
+        tx.commit().await.map_err(pg_err("commit misses"))?;
+        Ok(missed)
+    }
+
+    async fn reconcile_absent(
+        &self,
+        key: &ResourceKey,
+        run: i64,
+        before: DateTime<Utc>,
+        min_missed: u32,
+    ) -> Result<Vec<(String, Snapshot)>, StoreError> {
+        self.count(1);
+        let rows = sqlx::query(
+            "SELECT id, updated, fields FROM snapshots WHERE source = $1 AND resource = $2 \
+             AND (mark IS NULL OR mark <> $3) AND seen_at < $4 AND missed >= $5 ORDER BY id",
+        )
+        .bind(&key.source)
+        .bind(&key.resource)
+        .bind(run)
+        .bind(to_nanos(before))
+        .bind(i64::from(min_missed))
         .fetch_all(&self.pool)
         .await
         .map_err(pg_err("find absent ids"))?;

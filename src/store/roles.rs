@@ -62,13 +62,26 @@ pub trait PageStore: OutboxGauge {
         fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
 
-    /// Snapshots not marked in run `run` and last written before `before` (records that
-    /// appeared during the listing are not considered missing).
+    /// Counts one more miss on every snapshot not marked in run `run` and last written before
+    /// `before` (records that appeared during the listing are not missing); returns how many
+    /// — without loading any, so the reconcile guard is applied before memory is spent. With a
+    /// `fence`, written only while that lease is held, as [`PageStore::reconcile_mark`].
+    async fn reconcile_miss(
+        &self,
+        key: &ResourceKey,
+        run: i64,
+        before: DateTime<Utc>,
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError>;
+
+    /// Snapshots not marked in run `run`, last written before `before`, and missed by at
+    /// least `min_missed` reconciliations in a row (see [`PageStore::reconcile_miss`]).
     async fn reconcile_absent(
         &self,
         key: &ResourceKey,
         run: i64,
         before: DateTime<Utc>,
+        min_missed: u32,
     ) -> Result<Vec<(String, Snapshot)>, StoreError>;
 
     /// How many snapshots the resource has.

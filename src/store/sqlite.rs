@@ -334,7 +334,8 @@ impl PageStore for SqliteStore {
             });
             insert.push(
                 " ON CONFLICT (source, resource, id) DO UPDATE SET \
-                 updated = excluded.updated, fields = excluded.fields, seen_at = excluded.seen_at",
+                 updated = excluded.updated, fields = excluded.fields, seen_at = excluded.seen_at, \
+                 missed = 0",
             );
             insert
                 .build()
@@ -406,7 +407,7 @@ impl PageStore for SqliteStore {
             check_fence(&mut tx, key, fence).await?;
         }
         sqlx::query(
-            "UPDATE snapshots SET mark = ? WHERE source = ? AND resource = ? \
+            "UPDATE snapshots SET mark = ?, missed = 0 WHERE source = ? AND resource = ? \
              AND id IN (SELECT value FROM json_each(?))",
         )
         .bind(run)
@@ -419,20 +420,49 @@ impl PageStore for SqliteStore {
         tx.commit().await.map_err(query_err("commit marks"))
     }
 
-    async fn reconcile_absent(
+    async fn reconcile_miss(
         &self,
         key: &ResourceKey,
         run: i64,
         before: DateTime<Utc>,
-    ) -> Result<Vec<(String, Snapshot)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, updated, fields FROM snapshots WHERE source = ? AND resource = ? \
-             AND (mark IS NULL OR mark <> ?) AND seen_at < ? ORDER BY id",
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_err("begin misses"))?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, key, fence).await?;
+        }
+        let missed = sqlx::query(
+            "UPDATE snapshots SET missed = missed + 1 WHERE source = ? AND resource = ? \
+             AND (mark IS NULL OR mark <> ?) AND seen_at < ?",
         )
         .bind(&key.source)
         .bind(&key.resource)
         .bind(run)
         .bind(to_nanos(before))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("count absent ids"))?
+        .rows_affected();
+        tx.commit().await.map_err(query_err("commit misses"))?;
+        Ok(missed)
+    }
+
+    async fn reconcile_absent(
+        &self,
+        key: &ResourceKey,
+        run: i64,
+        before: DateTime<Utc>,
+        min_missed: u32,
+    ) -> Result<Vec<(String, Snapshot)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, updated, fields FROM snapshots WHERE source = ? AND resource = ? \
+             AND (mark IS NULL OR mark <> ?) AND seen_at < ? AND missed >= ? ORDER BY id",
+        )
+        .bind(&key.source)
+        .bind(&key.resource)
+        .bind(run)
+        .bind(to_nanos(before))
+        .bind(i64::from(min_missed))
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("find absent ids"))?;
