@@ -678,6 +678,7 @@ impl Source for Panicky {
             })],
             next: None,
             requests: 1,
+            vendor_time: None,
         })
     }
 

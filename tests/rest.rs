@@ -93,6 +93,11 @@ async fn sageone_customers_create_update_delete() {
     );
 
     api.delete("c2");
+    // The id listing pages by offset, where a record deleted mid-listing can hide another:
+    // a record counts as deleted once two reconciliations in a row missed it.
+    h.advance(chrono::Duration::hours(2));
+    let r = h.poll("customers").await;
+    assert_eq!(r.deleted, 0, "missed once: {r:?}");
     h.advance(chrono::Duration::hours(2));
     let r = h.poll("customers").await;
     assert_eq!(r.deleted, 1, "{r:?}");
@@ -293,4 +298,60 @@ async fn an_oversized_token_response_is_refused_naming_the_cap() {
         "{err}"
     );
     assert!(!err.contains("client-secret-value"), "{err}");
+}
+
+/// Injected: while pollbus pages through contacts (by id, pages of 2; the API cannot order by
+/// date), someone changes `c1` — on the page already read — and `c4`, on a later page, was
+/// changed 3 minutes later still. The API's clock (`Date`) reads 12:00:00 when the listing
+/// begins. The cursor stops there instead of at c4's 12:03:00, so the next poll (overlap 60 s)
+/// still finds c1's 12:01:00 change.
+#[tokio::test]
+async fn a_change_on_a_page_already_read_is_found_by_the_next_poll() {
+    let api = RestSim::start().await;
+    let base = api.base_url().to_string();
+    for id in ["c1", "c2", "c3", "c4"] {
+        api.put(id, "Old", "2024-06-01T11:00:00Z", "2024-06-01T11:00:00Z");
+    }
+    let h = Harness::vendor(
+        &config(
+            &base,
+            2,
+            r#"{ kind = "page", page_param = "page", size_param = "items_per_page" }"#,
+            "",
+            "",
+        ),
+        t("2024-06-01T12:00:00Z"),
+    )
+    .await;
+    h.poll("customers").await;
+    api.set_clock(Some(t("2024-06-01T12:00:00Z")));
+    api.put(
+        "c4",
+        "Later",
+        "2024-06-01T11:00:00Z",
+        "2024-06-01T12:03:00Z",
+    );
+    api.put_after_request(
+        1,
+        "c1",
+        "Meanwhile",
+        t("2024-06-01T11:00:00Z"),
+        t("2024-06-01T12:01:00Z"),
+    );
+    let r = h.poll("customers").await;
+    assert_eq!(r.updated, 1, "c4 only: {r:?}");
+    assert_eq!(
+        h.cursor("customers").await,
+        Some(t("2024-06-01T12:00:00Z")),
+        "the API's clock at the start, not c4's date"
+    );
+    h.advance(chrono::Duration::minutes(5));
+    api.set_clock(Some(t("2024-06-01T12:05:00Z")));
+    let r = h.poll("customers").await;
+    assert_eq!(r.updated, 1, "c1's change: {r:?}");
+    let last = h.sink.messages().pop().unwrap();
+    assert_eq!(
+        (last.body.id.as_str(), last.body.timestamp.as_str()),
+        ("c1", "2024-06-01T12:01:00Z")
+    );
 }

@@ -147,6 +147,7 @@ struct Listing {
     records: Vec<Value>,
     next: Option<String>,
     requests: u32,
+    vendor_time: Option<DateTime<Utc>>,
 }
 
 /// A `NextPage` equal to the page just read would be requested forever.
@@ -261,6 +262,7 @@ impl ConcurSource {
             records: items,
             next,
             requests: response.attempts,
+            vendor_time: super::vendor_time(&response.headers),
         })
     }
 }
@@ -287,6 +289,7 @@ impl Source for ConcurSource {
             records: listing.records,
             next: listing.next,
             requests: listing.requests,
+            vendor_time: listing.vendor_time,
         })
     }
 

@@ -346,6 +346,7 @@ impl Source for DemoSource {
             records: matching.into_iter().map(|c| c.record).collect(),
             next,
             requests: 1,
+            vendor_time: None,
         })
     }
 

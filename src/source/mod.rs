@@ -51,6 +51,17 @@ pub struct Page {
     pub next: Option<String>,
     /// HTTP requests (or equivalent) this page cost.
     pub requests: u32,
+    /// The vendor's clock when it answered (its `Date` header), when it sent one. Unordered
+    /// sources' cursors never move past the first page's (see `crate::poll`).
+    pub vendor_time: Option<DateTime<Utc>>,
+}
+
+/// The vendor's clock from a response's `Date` header (an HTTP-date), if it sent a valid one.
+pub fn vendor_time(headers: &reqwest::header::HeaderMap) -> Option<DateTime<Utc>> {
+    let text = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    httpdate::parse_http_date(text)
+        .ok()
+        .map(DateTime::<Utc>::from)
 }
 
 /// One page of ids.
@@ -115,6 +126,14 @@ pub trait Source: Send + Sync {
     /// Unordered sources move it only after the last page of a poll.
     fn ordered(&self) -> bool {
         true
+    }
+
+    /// Whether the id listing pages by keyset, so a record deleted during the listing cannot
+    /// hide another. A listing paged by offset (or by an opaque marker the vendor computes from
+    /// one) can skip a record when others disappear mid-listing; reconciliation then deletes
+    /// only records missed by two listings in a row. By default: as [`Source::ordered`].
+    fn stable_id_listing(&self) -> bool {
+        self.ordered()
     }
 
     /// Every id that exists now, a page at a time.

@@ -377,6 +377,7 @@ impl RestSource {
             records,
             next,
             requests: response.attempts,
+            vendor_time: super::vendor_time(&response.headers),
         })
     }
 }

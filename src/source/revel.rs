@@ -358,6 +358,7 @@ impl Source for RevelSource {
             records: listing.records,
             next,
             requests: listing.requests,
+            vendor_time: None,
         })
     }
 

@@ -551,6 +551,7 @@ impl Source for ServiceNowSource {
             records: answer.records,
             next: next.map(|n| n.token()),
             requests: answer.requests,
+            vendor_time: None,
         })
     }
 

@@ -69,6 +69,28 @@ impl RestSim {
         api.faults.extend(std::iter::repeat_n(Some(status), times));
     }
 
+    /// Sends `Date: <at>` (the API's own clock) on every contacts answer from now on; `None`:
+    /// the HTTP server's real time.
+    pub fn set_clock(&self, at: Option<DateTime<Utc>>) {
+        self.api.lock().unwrap().clock = at;
+    }
+
+    /// Puts a contact right after the `n`-th contacts request from now (1-based) is answered:
+    /// a change made by someone else while pollbus pages.
+    pub fn put_after_request(
+        &self,
+        n: usize,
+        id: &str,
+        name: &str,
+        created: DateTime<Utc>,
+        updated: DateTime<Utc>,
+    ) {
+        let mut api = self.api.lock().unwrap();
+        let at = api.log.len() + n;
+        api.pending
+            .push((at, (id.into(), name.into(), created, updated)));
+    }
+
     /// Drops all queued faults.
     pub fn clear_faults(&self) {
         self.api.lock().unwrap().faults.clear();
@@ -84,13 +106,19 @@ impl RestSim {
 /// or `offset`/`limit` paging, `$items`/`$next` bodies and a `Link` header, bearer auth.
 #[derive(Default)]
 struct Api {
-    /// (id, name, created, updated)
-    contacts: Vec<(String, String, DateTime<Utc>, DateTime<Utc>)>,
+    contacts: Vec<Contact>,
     log: Vec<String>,
     malformed: bool,
     /// Per contacts request in order: a status to fail with, or `None` to answer normally.
     faults: VecDeque<Option<u16>>,
+    /// The API's clock for the `Date` header, when set.
+    clock: Option<DateTime<Utc>>,
+    /// Contacts to put once the log holds this many requests (see `put_after_request`).
+    pending: Vec<(usize, Contact)>,
 }
+
+/// (id, name, created, updated)
+type Contact = (String, String, DateTime<Utc>, DateTime<Utc>);
 
 type Shared = Arc<Mutex<Api>>;
 
@@ -127,7 +155,7 @@ async fn contacts(
     };
     let since: Option<DateTime<Utc>> =
         p("updated_or_created_since").map(|s| s.parse().expect("RFC 3339 since"));
-    let mut items: Vec<&(String, String, DateTime<Utc>, DateTime<Utc>)> = api
+    let mut items: Vec<&Contact> = api
         .contacts
         .iter()
         .filter(|c| since.is_none_or(|s| c.3 >= s))
@@ -180,6 +208,19 @@ async fn contacts(
                 .unwrap_or_default()
         );
         response.headers_mut().insert("link", link.parse().unwrap());
+    }
+    if let Some(at) = api.clock {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::from(at));
+        response.headers_mut().insert("date", date.parse().unwrap());
+    }
+    let answered = api.log.len();
+    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut api.pending)
+        .into_iter()
+        .partition(|(at, _)| *at <= answered);
+    api.pending = later;
+    for (_, contact) in due {
+        api.contacts.retain(|c| c.0 != contact.0);
+        api.contacts.push(contact);
     }
     response
 }

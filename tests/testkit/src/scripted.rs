@@ -202,6 +202,7 @@ impl Source for ScriptedSource {
             records,
             next,
             requests: 1,
+            vendor_time: None,
         })
     }
 
