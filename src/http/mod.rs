@@ -51,7 +51,7 @@ impl Default for HttpOptions {
             backoff_max: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(300),
             max_retry_wait: Duration::from_secs(15 * 60),
-            max_response_bytes: 64 * 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
         }
     }
 }
