@@ -3,7 +3,6 @@
 //! the subscriber. Needs the venv from `scripts/setup-python.sh` (or `POLLBUS_PYTHON`).
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use pollbus::store::OutboxStats;
 use pollbus::store::Store;
 use pollbus_testkit::schema;
 use pollbus_testkit::servicenow::ServiceNowSim;
+use pollbus_testkit::subscriber::subscriber;
 use pollbus_testkit::t;
 use servicebus_emulator::Emulator;
 
@@ -36,47 +36,6 @@ const EMULATOR: &str = r#"{"UserConfig":{"Namespaces":[{"Name":"sbemulatorns","T
   {"Name":"api.event.account","Subscriptions":[{"Name":"all"}]},
   {"Name":"api.event.user","Subscriptions":[{"Name":"ordered","Properties":{"RequiresSession":true}}]}
 ]}],"Logging":{"Type":"File"}}}"#;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("POLLBUS_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "Python venv missing at {}: run scripts/setup-python.sh",
-        venv.display()
-    );
-    venv
-}
-
-/// Runs the SDK subscriber; returns the JSON lines it printed.
-async fn subscriber(connection: &str, args: &[&str]) -> Vec<Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/subscriber.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(python())
-            .arg(script)
-            .args(args)
-            .env("SB_CONNECTION_STRING", connection)
-            .env("PYTHONUNBUFFERED", "1")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("subscriber finished within 120 s")
-    .expect("subscriber runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "subscriber {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
-}
 
 struct E2e {
     sim: ServiceNowSim,

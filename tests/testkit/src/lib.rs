@@ -6,7 +6,8 @@
 //! - [`harness::Harness`]: one way to poll a source into a SQLite file and a [`sink::MemorySink`];
 //! - [`scripted::ScriptedSource`]: an ordered, keyset-paged vendor in memory;
 //! - [`schema`]: message checks against the committed JSON Schemas;
-//! - [`cli`]: running the `pollbus` binary and reading its admin endpoints.
+//! - [`cli`]: running the `pollbus` binary and reading its admin endpoints;
+//! - [`subscriber`]: Microsoft's Python Service Bus SDK as the subscriber.
 
 pub mod cli;
 pub mod concur;
@@ -17,6 +18,7 @@ pub mod schema;
 pub mod scripted;
 pub mod servicenow;
 pub mod sink;
+pub mod subscriber;
 
 use chrono::{DateTime, Utc};
 
