@@ -11,11 +11,12 @@
 //! scripts/test.sh); the browser test is skipped, saying why, only where it cannot be installed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pollbus_testkit::cli::RunningPollbus;
 use promql_parser::label::Matchers;
 use promql_parser::parser::{self, Expr, LabelModifier};
 
@@ -50,48 +51,24 @@ interval = "1h"
   initial = "emit"
 "#;
 
-/// A running `pollbus run`, killed on drop.
+/// A running `pollbus run` in a temporary directory, killed on drop.
 struct Pollbus {
-    child: Child,
-    addr: String,
+    inner: RunningPollbus,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Pollbus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Pollbus {
+    type Target = RunningPollbus;
+    fn deref(&self) -> &RunningPollbus {
+        &self.inner
     }
 }
 
 fn start(config: &str) -> Pollbus {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pollbus.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pollbus"))
-        .args(["run", "--config", "pollbus.toml"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "pollbus exited before serving"
-        );
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep draining stderr so pollbus never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     Pollbus {
-        child,
-        addr,
+        inner: RunningPollbus::start(env!("CARGO_BIN_EXE_pollbus"), dir.path()),
         _dir: dir,
     }
 }

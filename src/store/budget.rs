@@ -1,5 +1,5 @@
 //! A request budget shared by every replica: a source's `max_requests_per_hour` counted in the
-//! state store ([`Store::take_request_budget`]), so it holds across all replicas together.
+//! state store ([`BudgetStore::take_request_budget`]), so it holds across all replicas together.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 
-use super::Store;
+use super::BudgetStore;
 use crate::http::budget::{LocalBudget, RequestBudget};
 
 /// Longest single wait before the shared count is asked again.
@@ -17,7 +17,7 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 /// the store's per-clock-hour count shared with the others. When the store cannot be reached,
 /// the local budget alone applies (with a warning) rather than stopping the poll.
 pub struct SharedBudget {
-    store: Arc<dyn Store>,
+    store: Arc<dyn BudgetStore>,
     source: String,
     per_hour: u32,
     local: LocalBudget,
@@ -25,7 +25,7 @@ pub struct SharedBudget {
 
 impl SharedBudget {
     /// At most `per_hour` requests per hour for `source`, counted over every replica.
-    pub fn per_hour(store: Arc<dyn Store>, source: &str, per_hour: u32) -> Self {
+    pub fn per_hour(store: Arc<dyn BudgetStore>, source: &str, per_hour: u32) -> Self {
         SharedBudget {
             store,
             source: source.to_string(),

@@ -32,7 +32,10 @@ pub use error::StoreError;
 pub(crate) use error::{lease_lost, query_err};
 pub use lease::fair_share;
 pub(crate) use lease::{plan_leases, LeaseRow};
-pub use roles::{DeadLetterStore, LeaseStore, OutboxGauge, OutboxStore, PageStore, Store};
+pub use roles::{
+    BudgetStore, DeadLetterStore, LeaseStore, OutboxGauge, OutboxStore, PageStore, Store,
+    TokenStore,
+};
 pub use tokens::StoreTokenCache;
 
 /// Identifies a polled resource.

@@ -986,7 +986,7 @@ impl LeaseStore for PgStore {
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl TokenStore for PgStore {
     async fn token(&self, name: &str) -> Result<Option<String>, StoreError> {
         self.count(1);
         sqlx::query_scalar("SELECT value FROM tokens WHERE name = $1")
@@ -1044,7 +1044,10 @@ impl Store for PgStore {
             .map_err(pg_err("release a token refresh"))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl BudgetStore for PgStore {
     async fn take_request_budget(
         &self,
         source: &str,

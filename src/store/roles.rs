@@ -156,10 +156,10 @@ pub trait LeaseStore: Send + Sync {
     async fn live_replicas(&self) -> Result<Vec<String>, StoreError>;
 }
 
-/// The whole state store: every role, plus tokens and the shared request budget. What
-/// [`super::open`] returns and what the daemon and the commands that need several roles take.
+/// OAuth tokens, shared by every replica and every restart: what [`super::StoreTokenCache`]
+/// hands to the HTTP layer.
 #[async_trait]
-pub trait Store: PageStore + OutboxStore + DeadLetterStore + LeaseStore {
+pub trait TokenStore: Send + Sync {
     /// A stored token (OAuth access/refresh tokens), by name.
     async fn token(&self, name: &str) -> Result<Option<String>, StoreError>;
 
@@ -178,7 +178,12 @@ pub trait Store: PageStore + OutboxStore + DeadLetterStore + LeaseStore {
 
     /// Ends `holder`'s claim on refreshing token `name`.
     async fn release_token_refresh(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+}
 
+/// The request budget shared by every replica (`max_requests_per_hour`): what
+/// [`super::budget::SharedBudget`] draws from.
+#[async_trait]
+pub trait BudgetStore: Send + Sync {
     /// Takes `n` requests from `source`'s budget of `per_hour` requests per clock hour, shared
     /// by every replica. `None`: granted. `Some(wait)`: the budget is used up; nothing was
     /// taken, and the hour ends after `wait`. Windows are clock hours of the store's clock
@@ -191,4 +196,17 @@ pub trait Store: PageStore + OutboxStore + DeadLetterStore + LeaseStore {
         n: u32,
         per_hour: u32,
     ) -> Result<Option<Duration>, StoreError>;
+}
+
+/// The whole state store: every role. What [`super::open`] returns and what the daemon and the
+/// commands that need several roles take; each part of pollbus takes only its role (an
+/// `Arc<dyn Store>` coerces to any of them).
+pub trait Store:
+    PageStore + OutboxStore + DeadLetterStore + LeaseStore + TokenStore + BudgetStore
+{
+}
+
+impl<T> Store for T where
+    T: PageStore + OutboxStore + DeadLetterStore + LeaseStore + TokenStore + BudgetStore
+{
 }

@@ -811,7 +811,7 @@ impl LeaseStore for SqliteStore {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl TokenStore for SqliteStore {
     async fn token(&self, name: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT value FROM tokens WHERE name = ?")
             .bind(name)
@@ -867,7 +867,10 @@ impl Store for SqliteStore {
             .map_err(query_err("release a token refresh"))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl BudgetStore for SqliteStore {
     async fn take_request_budget(
         &self,
         source: &str,

@@ -1,21 +1,21 @@
 //! The state store as the OAuth [`TokenCache`]: tokens live in the store's token table, so every
-//! replica and every restart sees the latest one ([`Store::token`], [`Store::put_token`]).
+//! replica and every restart sees the latest one ([`TokenStore::token`], [`TokenStore::put_token`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::Store;
+use super::TokenStore;
 use crate::http::auth::{TokenCache, TokenCacheError};
 
-/// A [`TokenCache`] backed by a [`Store`].
+/// A [`TokenCache`] backed by the store's token role.
 pub struct StoreTokenCache {
-    store: Arc<dyn Store>,
+    store: Arc<dyn TokenStore>,
 }
 
 impl StoreTokenCache {
     /// OAuth tokens kept in `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn TokenStore>) -> Self {
         StoreTokenCache { store }
     }
 }
