@@ -697,6 +697,7 @@ async fn poll_logged(
         resource = %poller.resource.name,
         trace_id = %trace.trace_id_hex(),
     );
+    crate::telemetry::join(&span, &trace);
     async {
         let started = std::time::Instant::now();
         let result = poller.poll(&trace, stop).await;

@@ -28,3 +28,4 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod telemetry;

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(&config);
+    let telemetry = init_logging(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -60,28 +60,53 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command, config)) {
+    let code = match runtime.block_on(execute(cli.command, config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pollbus: error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    if let Some(provider) = telemetry {
+        // Sends the spans still in the batch (bounded by the exporter's timeout).
+        if let Err(e) = provider.shutdown() {
+            eprintln!("pollbus: exporting the last spans failed: {e}");
+        }
     }
+    code
 }
 
-fn init_logging(config: &Config) {
+/// Logs to stderr as configured and, with `telemetry.otlp_endpoint`, exports spans; the
+/// tracer provider to flush before exiting.
+fn init_logging(config: &Config) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+    let fmt = match config.log.format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    let (otel, provider) = match pollbus::telemetry::layer(&config.telemetry) {
+        Ok(Some((layer, provider))) => (Some(layer), Some(provider)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("pollbus: {e}; spans are not exported");
+            (None, None)
+        }
+    };
+    registry.with(otel).init();
+    if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+        tracing::info!(endpoint, "exporting spans over OTLP/HTTP");
     }
+    provider
 }
 
 /// Runs the subcommand; its exit code.

@@ -281,7 +281,12 @@ impl Publisher {
         let messages: Vec<Message> = rows.iter().map(|r| r.message.clone()).collect();
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let started = std::time::Instant::now();
-        let outcome = self.sink.publish(topic, &messages).await;
+        let span = tracing::info_span!("publish", topic, messages = messages.len());
+        crate::telemetry::join_batch(&span, &messages);
+        let outcome = {
+            use tracing::Instrument;
+            self.sink.publish(topic, &messages).instrument(span).await
+        };
         if let Some(m) = &self.metrics {
             m.publish_duration.observe(started.elapsed().as_secs_f64());
             match &outcome {

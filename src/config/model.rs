@@ -33,6 +33,9 @@ pub struct Config {
     /// Several replicas on one PostgreSQL state store: leases and outbox claims.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// OpenTelemetry trace export (off unless `otlp_endpoint` is set).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// How long `run` may take, after SIGINT/SIGTERM, to finish in-flight pages and flush the
     /// outbox before it exits.
     #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
@@ -245,6 +248,29 @@ impl Default for ClusterConfig {
             lease_ttl: defaults::lease_ttl(),
             claim_timeout: defaults::claim_timeout(),
             replica_id: None,
+        }
+    }
+}
+
+/// OpenTelemetry trace export: one span per poll and per publish batch, in the trace of the
+/// messages' `Diagnostic-Id`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP collector, e.g. `http://otel-collector:4318` (spans go to `/v1/traces` as
+    /// protobuf). Unset: no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: defaults::service_name(),
         }
     }
 }
@@ -801,6 +827,9 @@ pub(crate) mod defaults {
     }
     pub fn log_filter() -> String {
         "info".to_string()
+    }
+    pub fn service_name() -> String {
+        "pollbus".to_string()
     }
     pub fn interval() -> Duration {
         Duration::from_secs(60)

@@ -33,6 +33,19 @@ impl Problems {
 pub fn validate(config: &Config) -> Vec<Problem> {
     let mut p = Problems::default();
     validate_outbox(&config.outbox, &mut p);
+    if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+        match url::Url::parse(endpoint) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(_) => p.push(
+                "telemetry.otlp_endpoint",
+                format!("{endpoint:?} must be an http:// or https:// URL with a host (the OTLP/HTTP collector, e.g. http://otel-collector:4318)"),
+            ),
+            Err(e) => p.push(
+                "telemetry.otlp_endpoint",
+                format!("{endpoint:?} is not a URL: {e}"),
+            ),
+        }
+    }
     validate_cluster(&config.cluster, &mut p);
     validate_sink(&config.sink, &mut p);
     if config.sources.is_empty() {
