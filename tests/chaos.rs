@@ -6,16 +6,17 @@
 //! 2. `com.microsoft:server-busy` on every send to the topic for 6 s;
 //! 3. the process killed with SIGKILL, and started again at once;
 //! 4. the topic answering `amqp:not-found` for 5 s (deleted, then created again);
-//! 5. SIGKILL again, and a third start.
+//! 5. the SAS key regenerated: the broker refuses the old key at once (its links are detached)
+//!    and the mounted secret file gets the new connection string 2 s later, as a Kubernetes
+//!    secret update arrives after the rotation;
+//! 6. SIGKILL again, and a third start.
 //!
 //! Afterwards Microsoft's Python SDK receives the subscription: every change the user made
 //! arrives, exactly once (a message sent again after a lost acknowledgement or a kill carries
 //! the same MessageId and the topic's duplicate detection drops it), and nothing else.
 //!
-//! Not injected here, with the reason: a SAS key rotated (the emulator cannot change its keys
-//! while running; a rotated key is a topic-level `unauthorized`, the same pause as step 4, see
-//! `tests/servicebus.rs`) and a poison message (it needs a broker that refuses one message
-//! and accepts others, see `tests/pipeline.rs`).
+//! Not injected here, with the reason: a poison message (it needs a broker that refuses one
+//! message and accepts the others; `tests/pipeline.rs` covers it against a sink that does).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -87,7 +88,7 @@ impl Proxy {
     }
 }
 
-fn config(sim: &ServiceNowSim, connection: &str) -> String {
+fn config(sim: &ServiceNowSim, connection_file: &std::path::Path) -> String {
     format!(
         r#"
 shutdown_grace = "10s"
@@ -97,7 +98,7 @@ url = "sqlite://./state/pollbus.db"
 listen = "127.0.0.1:0"
 [sink]
 kind = "servicebus"
-connection_string = "{connection}"
+connection_string = "${{file:{connection}}}"
 send_timeout = "5s"
 [outbox]
 backoff_min = "100ms"
@@ -117,7 +118,8 @@ auth = {{ kind = "basic", username = "admin", password = "admin" }}
   on_behalf_of = {{ value = "IFS" }}
   initial = "emit"
 "#,
-        base = sim.base_url()
+        base = sim.base_url(),
+        connection = connection_file.display(),
     )
 }
 
@@ -148,7 +150,9 @@ async fn every_change_arrives_exactly_once_through_a_bad_day() {
         .connection_string()
         .replace(&emulator.addr().to_string(), &proxy.addr.to_string());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pollbus.toml"), config(&sim, &connection)).unwrap();
+    let secret = dir.path().join("servicebus-connection");
+    std::fs::write(&secret, &connection).unwrap();
+    std::fs::write(dir.path().join("pollbus.toml"), config(&sim, &secret)).unwrap();
 
     // What the ServiceNow user writes: 20 contacts, then one change every 250 ms, each contact
     // changed every 5 s (so each change is seen by a poll of its own).
@@ -184,7 +188,7 @@ async fn every_change_arrives_exactly_once_through_a_bad_day() {
     let at = |s: u64| started + Duration::from_secs(s);
     let mut step = 0;
     let mut changes = 0usize;
-    while started.elapsed() < Duration::from_secs(42) {
+    while started.elapsed() < Duration::from_secs(46) {
         changes += 1;
         let i = changes % ids.len();
         let v = format!("c{i}-v{changes}");
@@ -227,19 +231,31 @@ async fn every_change_arrives_exactly_once_through_a_bad_day() {
                 );
                 step = 4;
             }
-            4 if now >= at(34) => {
+            4 if now >= at(32) => {
+                eprintln!("chaos: SAS key regenerated; the secret file follows 2 s later");
+                emulator.rotate_key("cm90YXRlZC1rZXk=");
+                step = 5;
+            }
+            5 if now >= at(34) => {
+                let rotated = emulator
+                    .connection_string()
+                    .replace(&emulator.addr().to_string(), &proxy.addr.to_string());
+                std::fs::write(&secret, rotated).unwrap();
+                step = 6;
+            }
+            6 if now >= at(40) => {
                 eprintln!("chaos: SIGKILL again, start again");
                 daemon.signal("-KILL");
                 daemon.wait();
                 logs.push_str(&daemon.log());
                 daemon = start(dir.path()).await;
-                step = 5;
+                step = 7;
             }
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(step, 5, "every fault was injected");
+    assert_eq!(step, 7, "every fault was injected");
 
     // The user stops; pollbus catches up: a poll after the last change, and an empty outbox.
     let caught_up = Instant::now();
@@ -321,6 +337,8 @@ async fn every_change_arrives_exactly_once_through_a_bad_day() {
     for expected_log in [
         "outbox publication paused",
         "ended the leases of a previous pollbus process",
+        "topic paused",
+        "sink.connection_string changed",
     ] {
         assert!(logs.contains(expected_log), "log lacks {expected_log:?}");
     }

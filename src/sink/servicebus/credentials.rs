@@ -35,6 +35,25 @@ pub(crate) enum Credentials {
 }
 
 impl Credentials {
+    /// Whether `other` authenticates the same way (the same SAS key or signature; Entra ID
+    /// credentials are never reloaded this way).
+    pub(super) fn same_as(&self, other: &Credentials) -> bool {
+        match (self, other) {
+            (
+                Credentials::Key { name, key },
+                Credentials::Key {
+                    name: other_name,
+                    key: other_key,
+                },
+            ) => name == other_name && key == other_key,
+            (Credentials::Signature(a), Credentials::Signature(b)) => a == b,
+            _ => matches!(
+                (self, other),
+                (Credentials::Entra(_), Credentials::Entra(_))
+            ),
+        }
+    }
+
     /// The SAS key or signature a connection string carries.
     pub(super) fn from_connection_string(cs: &ConnectionString) -> Result<Self, String> {
         match (&cs.key_name, &cs.key, &cs.signature) {

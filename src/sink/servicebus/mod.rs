@@ -57,7 +57,8 @@ pub struct ServiceBusSink {
 
 /// The connection state and the publishing logic, used on the AMQP thread only.
 struct SinkCore {
-    endpoint: Endpoint,
+    /// Where and how to connect; replaced when a rotated SAS key is picked up.
+    endpoint: std::sync::Mutex<Endpoint>,
     config: ServiceBusConfig,
     link: Mutex<Option<Link>>,
 }
@@ -66,7 +67,7 @@ impl ServiceBusSink {
     /// A sink for `config`; connects on first use.
     pub fn new(config: &ServiceBusConfig) -> Result<Self, SinkBuildError> {
         let core = SinkCore {
-            endpoint: Endpoint::from_config(config)?,
+            endpoint: std::sync::Mutex::new(Endpoint::from_config(config)?),
             config: config.clone(),
             link: Mutex::new(None),
         };
@@ -124,12 +125,57 @@ impl ServiceBusSink {
 }
 
 impl SinkCore {
+    /// The endpoint in force.
+    fn endpoint(&self) -> Endpoint {
+        self.endpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After the broker refused our credentials: reads the connection string's secret
+    /// reference (`${file:…}`, `${env:…}`) again and, when it changed (a regenerated SAS key
+    /// rolled out to the mounted secret), connects with the new one from the next attempt on.
+    /// A literal connection string or an unchanged one leaves everything as it is.
+    fn reload_credentials(&self) {
+        let Some(configured) = &self.config.connection_string else {
+            return;
+        };
+        if matches!(configured.reference(), crate::config::SecretRef::Literal) {
+            return;
+        }
+        let mut fresh = configured.clone();
+        if let Err(e) = fresh.resolve() {
+            tracing::warn!(error = %e, "sink.connection_string could not be read again after an authorization failure");
+            return;
+        }
+        let mut changed = self.config.clone();
+        changed.connection_string = Some(fresh);
+        match Endpoint::from_config(&changed) {
+            Ok(endpoint) => {
+                let mut current = self.endpoint.lock().unwrap_or_else(|e| e.into_inner());
+                if current.credentials.same_as(&endpoint.credentials) {
+                    return;
+                }
+                *current = endpoint;
+                tracing::warn!(
+                    namespace = %current.display,
+                    "sink.connection_string changed (a regenerated key was rolled out); connecting with the new one"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the re-read sink.connection_string is not usable; keeping the previous one")
+            }
+        }
+    }
+
     /// The open link, connecting first (within `send_timeout`) when there is none.
     async fn ensure_link<'a>(
         &self,
         guard: &'a mut Option<Link>,
     ) -> Result<&'a mut Link, SinkError> {
-        link::ensure(guard, &self.endpoint, self.config.send_timeout).await
+        let endpoint = self.endpoint();
+        link::ensure(guard, &endpoint, self.config.send_timeout).await
     }
 
     async fn probe_topics(&self, topics: Vec<String>) -> Vec<(String, Result<(), SinkError>)> {
@@ -142,7 +188,7 @@ impl SinkCore {
                     &format!("attaching to topic {topic}"),
                     async |g| {
                         let link = self.ensure_link(g).await?;
-                        link.sender(&self.endpoint, topic).await.map(|_| ())
+                        link.sender(&self.endpoint(), topic).await.map(|_| ())
                     },
                 )
                 .await;
@@ -159,7 +205,7 @@ impl SinkCore {
         messages: &[Message],
     ) -> Result<(), SinkError> {
         let config = &self.config;
-        let sender = link.sender(&self.endpoint, topic).await?;
+        let sender = link.sender(&self.endpoint(), topic).await?;
         let max = config
             .max_batch_bytes
             .unwrap_or(sender.max_message_size)
@@ -235,6 +281,13 @@ impl SinkCore {
                 link.close().await;
             }
         }
+        if let Err(SinkError::Blocked {
+            block: crate::sink::TopicBlock::Unauthorized,
+            ..
+        }) = &result
+        {
+            self.reload_credentials();
+        }
         result
     }
 }
@@ -249,7 +302,7 @@ impl Sink for ServiceBusSink {
     }
 
     fn describe(&self) -> String {
-        format!("servicebus:{}", self.core.endpoint.display)
+        format!("servicebus:{}", self.core.endpoint().display)
     }
 
     async fn probe(&self, topics: &[String]) -> Vec<(String, Result<(), SinkError>)> {

@@ -138,7 +138,8 @@ struct Connection {
     remote_max_frame: u32,
     sessions: HashMap<u16, Session>,
     /// Authorized entity paths (normalized) with expiry (unix seconds).
-    grants: Vec<(String, u64)>,
+    /// (entity, expiry, key epoch) of each accepted token.
+    grants: Vec<(String, u64, u64)>,
     last_write: Instant,
     idle_send: Option<Duration>,
 }
@@ -425,9 +426,10 @@ impl Connection {
 
     fn authorized(&self, path: &str) -> bool {
         let now = crate::broker::now_ms() as u64 / 1000;
+        let epoch = self.settings.rotation.epoch();
         self.grants
             .iter()
-            .any(|(g, exp)| *exp > now && address::covers(g, path))
+            .any(|(g, exp, e)| *exp > now && *e == epoch && address::covers(g, path))
     }
 
     async fn refuse_attach(
@@ -1063,15 +1065,19 @@ impl Connection {
                 body: None,
             }
         } else if token.starts_with(sas::SAS_PREFIX) {
-            match sas::validate(&token, &self.settings.key_name, &self.settings.key, now) {
+            let key = self.settings.rotation.key(&self.settings.key);
+            match sas::validate(&token, &self.settings.key_name, &key, now) {
                 Ok(claims)
                     if address::covers(
                         &address::normalize(&claims.audience),
                         &address::normalize(&name),
                     ) =>
                 {
-                    self.grants
-                        .push((address::normalize(&name), claims.expires_at));
+                    self.grants.push((
+                        address::normalize(&name),
+                        claims.expires_at,
+                        self.settings.rotation.epoch(),
+                    ));
                     Reply {
                         status: 202,
                         description: "Accepted".into(),
@@ -1094,7 +1100,11 @@ impl Connection {
             }
         } else if token_type == "jwt" && !token.is_empty() {
             // Entra ID tokens are accepted without validation (no identity provider here).
-            self.grants.push((address::normalize(&name), now + 3600));
+            self.grants.push((
+                address::normalize(&name),
+                now + 3600,
+                self.settings.rotation.epoch(),
+            ));
             Reply {
                 status: 202,
                 description: "Accepted".into(),
@@ -1110,7 +1120,7 @@ impl Connection {
             }
         };
         if self.grants.len() > 10_000 {
-            self.grants.retain(|(_, exp)| *exp > now);
+            self.grants.retain(|(_, exp, _)| *exp > now);
             self.grants.truncate(10_000);
         }
         tracing::debug!(peer = %self.peer, audience = %name, token_type, status = reply.status, "cbs put-token");
@@ -1190,7 +1200,10 @@ impl Connection {
             let ch = s.local_channel;
             self.broker.release_owner(l.owner);
             tracing::debug!(peer = %self.peer, link = %l.name, "token expired; detaching link");
-            let e = err("amqp:unauthorized-access", "The token has expired.");
+            let e = err(
+                "amqp:unauthorized-access",
+                "The token has expired or its key was regenerated.",
+            );
             let detach = Detach {
                 handle: Handle(l.local_handle),
                 closed: true,

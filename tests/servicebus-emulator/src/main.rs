@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = ServerSettings {
         key_name: args.shared_access_key_name,
         key: args.shared_access_key,
+        rotation: Default::default(),
         max_message_size: args.max_message_size,
     };
     let mut emulator = Emulator::start_on(config, settings, args.listen).await?;

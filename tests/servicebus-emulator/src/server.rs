@@ -29,6 +29,33 @@ pub struct ServerSettings {
     pub key: String,
     /// Largest message (or batch) accepted, in bytes.
     pub max_message_size: u64,
+    /// The key after [`Emulator::rotate_key`], shared by every connection.
+    pub rotation: Arc<KeyRotation>,
+}
+
+/// A regenerated SAS key: tokens signed with the previous one are refused from then on, and
+/// links authorized by them are detached with `amqp:unauthorized-access`, as Service Bus does
+/// when a key is regenerated.
+#[derive(Debug, Default)]
+pub struct KeyRotation {
+    key: std::sync::RwLock<Option<String>>,
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl KeyRotation {
+    /// The key in force: the rotated one, else `initial`.
+    pub fn key(&self, initial: &str) -> String {
+        self.key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| initial.to_string())
+    }
+
+    /// How many times the key was regenerated.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Default for ServerSettings {
@@ -37,6 +64,7 @@ impl Default for ServerSettings {
             key_name: DEFAULT_KEY_NAME.into(),
             key: DEFAULT_KEY.into(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            rotation: Arc::default(),
         }
     }
 }
@@ -122,8 +150,23 @@ impl Emulator {
             self.addr.ip(),
             self.addr.port(),
             self.settings.key_name,
-            self.settings.key
+            self.settings.rotation.key(&self.settings.key)
         )
+    }
+
+    /// Regenerates the SAS key: from now on only `key` signs valid tokens, and every link
+    /// authorized with a token of the old key is detached (`amqp:unauthorized-access`).
+    pub fn rotate_key(&self, key: &str) {
+        *self
+            .settings
+            .rotation
+            .key
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(key.to_string());
+        self.settings
+            .rotation
+            .epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The broker (in-process access to entities).
