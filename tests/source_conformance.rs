@@ -55,6 +55,9 @@ trait VendorUnderTest: Sized + Send + Sync {
     fn fail_after_first_page(&self);
     /// Answers normally again.
     fn heal(&self);
+    /// Answers the next records request `429` with `Retry-After: 18446744073709551615`
+    /// (u64::MAX seconds, which once overflowed pollbus's clock arithmetic).
+    fn rate_limit_absurdly(&self);
     /// The timestamp of a delete done at `deleted` and noticed by a poll at `polled`: by
     /// default the poll's (deletes found by reconciliation).
     fn delete_stamp(&self, _deleted: DateTime<Utc>, polled: DateTime<Utc>) -> DateTime<Utc> {
@@ -78,6 +81,7 @@ source_system = "{}"
 overlap = "60s"
 page_size = {page_size}
 max_attempts = 2
+max_retry_wait = "1s"
 {}
   [[sources.resources]]
   name = "{}"
@@ -187,6 +191,15 @@ auth = {{ kind = "basic", username = "{user}", password = "{password}" }}"#,
         self.sim.clear_faults();
     }
 
+    fn rate_limit_absurdly(&self) {
+        self.sim.inject(
+            servicenow_sim::Fault::RateLimited {
+                retry_after: u64::MAX,
+            },
+            1,
+        );
+    }
+
     fn delete_stamp(&self, deleted: DateTime<Utc>, _polled: DateTime<Utc>) -> DateTime<Utc> {
         deleted
     }
@@ -249,6 +262,15 @@ auth = {{ kind = "header", name = "API-AUTHENTICATION", value = "{API_AUTHENTICA
 
     fn heal(&self) {
         self.sim.clear_faults();
+    }
+
+    fn rate_limit_absurdly(&self) {
+        self.sim.inject(
+            revel_sim::Fault::RateLimited {
+                retry_after: u64::MAX,
+            },
+            1,
+        );
     }
 }
 
@@ -314,6 +336,15 @@ auth = {{ kind = "oauth2", client_id = "{client_id}", client_secret = "{client_s
     fn heal(&self) {
         self.sim.clear_faults();
     }
+
+    fn rate_limit_absurdly(&self) {
+        self.sim.inject(
+            concur_sim::Fault::RateLimited {
+                retry_after: u64::MAX,
+            },
+            1,
+        );
+    }
 }
 
 struct Rest {
@@ -371,6 +402,10 @@ auth = {{ kind = "bearer", token = "{TOKEN}" }}"#,
 
     fn heal(&self) {
         self.sim.clear_faults();
+    }
+
+    fn rate_limit_absurdly(&self) {
+        self.sim.rate_limit_once(&u64::MAX.to_string());
     }
 }
 
@@ -798,6 +833,30 @@ macro_rules! conformance {
     };
 }
 
+/// Injected: the vendor answers `429` with `Retry-After: 18446744073709551615` (u64::MAX
+/// seconds). pollbus cuts the wait to `max_retry_wait` (1 s here), logs it, and the same poll
+/// goes on and publishes the change: no panic, no silenced source.
+async fn an_absurd_retry_after_is_cut_and_polling_goes_on<V: VendorUnderTest>() {
+    let c = Case::<V>::new(10).await;
+    c.vendor.put(1, "Åse", Case::<V>::at(1));
+    c.poll().await;
+    c.vendor.put(1, "Åse Marie", Case::<V>::at(40));
+    c.vendor.rate_limit_absurdly();
+    let started = std::time::Instant::now();
+    c.poll().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{}: the wait was cut to max_retry_wait",
+        V::SOURCE_SYSTEM
+    );
+    let names: Vec<Option<String>> = c.received().into_iter().map(|(_, _, n)| n).collect();
+    assert!(
+        names.contains(&Some("Åse Marie".into())),
+        "{}: {names:?}",
+        V::SOURCE_SYSTEM
+    );
+}
+
 conformance! {
     vendors: [
         servicenow => ServiceNow,
@@ -813,5 +872,6 @@ conformance! {
         every_message_follows_the_contract,
         a_change_dated_earlier_is_still_published,
         a_record_changed_mid_baseline_is_published,
+        an_absurd_retry_after_is_cut_and_polling_goes_on,
     ]
 }

@@ -91,6 +91,16 @@ impl RestSim {
             .push((at, (id.into(), name.into(), created, updated)));
     }
 
+    /// Answers the next contacts request `429 Too Many Requests` with `Retry-After: <value>`
+    /// (any text: a vendor may send absurd values).
+    pub fn rate_limit_once(&self, retry_after: &str) {
+        self.api
+            .lock()
+            .unwrap()
+            .rate_limits
+            .push_back(retry_after.to_string());
+    }
+
     /// Drops all queued faults.
     pub fn clear_faults(&self) {
         self.api.lock().unwrap().faults.clear();
@@ -113,6 +123,8 @@ struct Api {
     faults: VecDeque<Option<u16>>,
     /// The API's clock for the `Date` header, when set.
     clock: Option<DateTime<Utc>>,
+    /// `Retry-After` values of 429 answers to give, one per contacts request.
+    rate_limits: VecDeque<String>,
     /// Contacts to put once the log holds this many requests (see `put_after_request`).
     pending: Vec<(usize, Contact)>,
 }
@@ -136,6 +148,17 @@ async fn contacts(
             axum::Json(json!([{"$severity": "error", "$message": "Unauthorized"}])),
         )
             .into_response();
+    }
+    if let Some(retry_after) = api.rate_limits.pop_front() {
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!([{"$severity": "error", "$message": "Too many requests"}])),
+        )
+            .into_response();
+        if let Ok(value) = retry_after.parse() {
+            response.headers_mut().insert("retry-after", value);
+        }
+        return response;
     }
     if let Some(status) = api.faults.pop_front().flatten() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
