@@ -13,6 +13,9 @@
 //!   a page whose `Link` header has no `rel="next"` (the instance computes it before ACLs), or,
 //!   without a `Link` header (the instance sends none for a single page), a short page — so an
 //!   idle poll costs one request. The same rule ends the id listing and the delete audit.
+//!   A record that pollbus knew and that the integration user can no longer read (an ACL
+//!   changed) is absent from the id listing like a deleted one: reconciliation cannot tell the
+//!   two apart, and `reconcile_max_delete_ratio` bounds how many it deletes at once.
 //! - Values: reference fields (`{"link","value"}`) and `display_value=all` objects map to their
 //!   `value`.
 //! - Deletes: `sys_audit_delete` rows (`documentkey`) whose `tablename` is the table, one of its
