@@ -163,6 +163,19 @@ fn subdomain(value: Option<&Value>, key: &str, warnings: &mut Vec<String>) -> St
     }
 }
 
+/// `base_url = "https://<servicenow.subdomain>.service-now.com"`, warning about a bad subdomain.
+fn servicenow_base_url(conf: &Map<String, Value>, warnings: &mut Vec<String>) -> String {
+    let sub = subdomain(
+        conf.get("servicenow.subdomain"),
+        "servicenow.subdomain",
+        warnings,
+    );
+    format!(
+        "base_url = {}",
+        q(&format!("https://{sub}.service-now.com"))
+    )
+}
+
 struct Resource {
     comment: String,
     name: String,
@@ -240,29 +253,13 @@ pub fn cloud_elements(text: &str, origin: &str) -> Result<Imported, ImportError>
     };
     match key {
         "servicenowoauth" => {
-            let sub = subdomain(
-                conf.get("servicenow.subdomain"),
-                "servicenow.subdomain",
-                &mut warnings,
-            );
-            source.push(format!(
-                "base_url = {}",
-                q(&format!("https://{sub}.service-now.com"))
-            ));
+            source.push(servicenow_base_url(conf, &mut warnings));
             source.push(oauth(None));
             code_warning(&mut warnings);
             used.extend(["servicenow.subdomain", "oauth.api.key", "oauth.api.secret"]);
         }
         "servicenow" => {
-            let sub = subdomain(
-                conf.get("servicenow.subdomain"),
-                "servicenow.subdomain",
-                &mut warnings,
-            );
-            source.push(format!(
-                "base_url = {}",
-                q(&format!("https://{sub}.service-now.com"))
-            ));
+            source.push(servicenow_base_url(conf, &mut warnings));
             let user = conf
                 .get("username")
                 .and_then(Value::as_str)

@@ -120,15 +120,20 @@ impl Vendor for Rest {
     }
 }
 
-/// Checks a resource's `rest` table at `path`: the URL template compiles, the records and
-/// next-URL pointers are JSON pointers, paging parameters are query parameter names.
-fn validate_rest(r: &ResourceConfig, rest: &RestResourceConfig, path: &str, p: &mut Vec<Problem>) {
-    let zone = r
-        .dates
+/// The zone of a resource's updated dates (`dates.updated_timezone`; UTC when unset or bad —
+/// validation reports a bad one).
+fn updated_zone(r: &ResourceConfig) -> Zone {
+    r.dates
         .updated_timezone
         .as_deref()
         .and_then(|z| Zone::parse(z).ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Checks a resource's `rest` table at `path`: the URL template compiles, the records and
+/// next-URL pointers are JSON pointers, paging parameters are query parameter names.
+fn validate_rest(r: &ResourceConfig, rest: &RestResourceConfig, path: &str, p: &mut Vec<Problem>) {
+    let zone = updated_zone(r);
     if rest.url.trim().is_empty() {
         problem(p, format!("{path}.url"), "empty url template");
     } else if let Err(e) = UrlTemplate::compile(&rest.url, &zone) {
@@ -232,12 +237,7 @@ impl RestSource {
                 .rest
                 .clone()
                 .ok_or_else(|| err(format!("resource {:?} has no rest.url", r.name)))?;
-            let zone = r
-                .dates
-                .updated_timezone
-                .as_deref()
-                .and_then(|z| Zone::parse(z).ok())
-                .unwrap_or_default();
+            let zone = updated_zone(r);
             let template = UrlTemplate::compile(&rest.url, &zone)
                 .map_err(|e| err(format!("resource {:?}: rest.url: {e}", r.name)))?;
             resources.insert(r.name.clone(), (template, rest));
