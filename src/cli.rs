@@ -34,6 +34,10 @@ pub enum Command {
         /// Only this resource (RESOURCE or SOURCE/RESOURCE).
         #[arg(long)]
         resource: Option<String>,
+        /// Print the messages the poll would publish (stdout format) and write nothing: no
+        /// snapshot, cursor or outbox row; the sink is not used.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Validate the configuration and print the plan: sources, resources, topics, state.
     /// Exits 64 when the configuration is invalid.

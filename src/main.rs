@@ -114,8 +114,14 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check { probe, .. } => commands::check::check(config, probe).await,
         Command::Run { .. } => commands::run::run(config).await,
-        Command::PollOnce { resource, .. } => {
-            commands::poll_once::poll_once(config, resource.as_deref()).await
+        Command::PollOnce {
+            resource, dry_run, ..
+        } => {
+            if dry_run {
+                commands::poll_once::dry_run(config, resource.as_deref()).await
+            } else {
+                commands::poll_once::poll_once(config, resource.as_deref()).await
+            }
         }
         Command::Dlq { action, .. } => {
             commands::dlq::dlq(&config, action, &mut std::io::stdout()).await

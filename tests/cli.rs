@@ -713,3 +713,65 @@ fn sigterm_exits_within_the_grace_even_when_the_broker_hangs() {
     );
     assert!(!show.starts_with("outbox: 0 waiting"), "{show}");
 }
+
+/// `poll-once --dry-run` prints what a poll would publish and writes nothing: on a fresh
+/// directory it prints every record the demo vendor has (as first seen) and creates no state
+/// file; after a real poll it leaves the state file byte-identical and the sink untouched.
+#[test]
+fn poll_once_dry_run_prints_the_messages_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), DEMO);
+    let dry = || {
+        pollbus(
+            BIN,
+            Some(dir.path()),
+            &["poll-once", "--config", "pollbus.toml", "--dry-run"],
+            &[],
+        )
+    };
+    let out = dry();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let printed: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert!(!printed.is_empty(), "{err}");
+    for m in &printed {
+        schema::assert_valid_message(m);
+    }
+    assert!(
+        err.contains(&format!("would publish {} messages", printed.len())),
+        "{err}"
+    );
+    assert!(!dir.path().join("state").exists(), "no state file created");
+    assert!(!dir.path().join("out").exists(), "the sink is not used");
+
+    let real = pollbus(
+        BIN,
+        Some(dir.path()),
+        &["poll-once", "--config", "pollbus.toml"],
+        &[],
+    );
+    assert_eq!(real.status.code(), Some(0), "{}", text(&real.stderr));
+    let state = dir.path().join("state/pollbus.db");
+    let sink = dir.path().join("out/messages.jsonl");
+    let (state_before, sink_before) = (
+        std::fs::read(&state).unwrap(),
+        std::fs::read(&sink).unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500)); // the demo changes records meanwhile
+    let out = dry();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("nothing was written to the state store"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        state_before,
+        "state file byte-identical"
+    );
+    assert_eq!(std::fs::read(&sink).unwrap(), sink_before, "sink untouched");
+}

@@ -12,6 +12,7 @@
 //! never acknowledged.
 
 pub mod budget;
+pub mod dry_run;
 mod error;
 pub mod fenced;
 pub mod lease;
