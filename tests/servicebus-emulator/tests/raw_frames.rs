@@ -66,6 +66,19 @@ fn attach(name: &str, handle: u32, client_sends: bool, address: &str, peer: &str
     )
 }
 
+/// `begin` (no remote channel, next-outgoing-id 0, windows of 5000).
+fn begin() -> Value {
+    described(
+        0x11,
+        vec![
+            Value::Null,
+            Value::Uint(0),
+            Value::Uint(5000),
+            Value::Uint(5000),
+        ],
+    )
+}
+
 fn flow(handle: u32, delivery_count: u32, credit: u32) -> Value {
     described(
         0x13,
@@ -96,22 +109,14 @@ impl Raw {
         raw.send(0, &described(0x10, vec![string("raw-client")]), &[])
             .await;
         raw.expect(|p| matches!(p, Performative::Open(_))).await;
-        raw.send(
-            0,
-            &described(
-                0x11,
-                vec![
-                    Value::Null,
-                    Value::Uint(0),
-                    Value::Uint(5000),
-                    Value::Uint(5000),
-                ],
-            ),
-            &[],
-        )
-        .await;
-        raw.expect(|p| matches!(p, Performative::Begin(_))).await;
+        raw.begin(0).await;
         raw
+    }
+
+    /// Begins a session on `channel` (windows of 5000) and waits for the emulator's begin.
+    async fn begin(&mut self, channel: u16) {
+        self.send(channel, &begin(), &[]).await;
+        self.expect(|p| matches!(p, Performative::Begin(_))).await;
     }
 
     async fn send(&mut self, channel: u16, performative: &Value, payload: &[u8]) {
@@ -389,21 +394,7 @@ async fn undecodable_session_frame_ends_only_that_session() {
         .unwrap();
     let mut raw = Raw::connect(&emulator).await;
     // Second session on channel 1.
-    raw.send(
-        1,
-        &described(
-            0x11,
-            vec![
-                Value::Null,
-                Value::Uint(0),
-                Value::Uint(5000),
-                Value::Uint(5000),
-            ],
-        ),
-        &[],
-    )
-    .await;
-    raw.expect(|p| matches!(p, Performative::Begin(_))).await;
+    raw.begin(1).await;
     // An unknown performative on channel 1.
     raw.send_bytes(1, &[0x00, 0x53, 0x42, 0x45], &[]).await;
     let (p, _) = raw.expect(|p| matches!(p, Performative::End(_))).await;
