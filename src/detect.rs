@@ -31,76 +31,52 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::contract::{Change, EventType};
+use crate::fingerprint::{name_tag, value_hash, Fingerprint, Layout};
 use crate::record::{scalar_text, FieldPath, SourceRecord};
 
-/// What is stored about a record between polls: its tracked values, not the whole record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What is stored about a record between polls: fingerprints of its tracked values, not the
+/// values (see [`crate::fingerprint`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// The record's updated date when last seen.
     pub updated: DateTime<Utc>,
     /// The vendor's monotonic revision of the record when last seen (ServiceNow
     /// `sys_mod_count`), if the vendor has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
-    /// Tracked values by contract field name.
-    pub values: Map<String, Value>,
+    /// Fingerprints of the tracked values.
+    pub fingerprint: Fingerprint,
 }
 
-/// The key a snapshot's revision is stored under beside its tracked values. It holds a `,`,
-/// which no contract field name may (config validation), so it never meets a tracked field.
-const STORED_REVISION: &str = ",revision";
+/// The key a snapshot's revision was stored under beside its tracked values before
+/// fingerprints (it holds a `,`, which no contract field name may).
+const LEGACY_REVISION: &str = ",revision";
 
 impl Snapshot {
-    /// The JSON object a store keeps for this snapshot (its `fields` column): the tracked values
-    /// and, if known, the revision. Stores need no column of their own for it.
-    pub fn stored_fields(&self) -> Value {
-        let mut fields = self.values.clone();
-        if let Some(revision) = self.revision {
-            fields.insert(STORED_REVISION.into(), Value::from(revision));
-        }
-        Value::Object(fields)
-    }
-
-    /// The snapshot a store reads back: `updated` and the object [`Snapshot::stored_fields`]
-    /// wrote (snapshots stored before revisions existed have none).
-    pub fn from_stored(updated: DateTime<Utc>, mut fields: Map<String, Value>) -> Snapshot {
-        let revision = fields.remove(STORED_REVISION).and_then(|v| v.as_u64());
+    /// A snapshot as pollbus stored it before fingerprints: `updated` and the JSON object of
+    /// tracked values (contract name → value, plus the revision under `",revision"` when
+    /// known). Converting it gives the fingerprints the same values read from the vendor give,
+    /// so nothing looks changed.
+    pub fn from_legacy(updated: DateTime<Utc>, mut fields: Map<String, Value>) -> Snapshot {
+        let revision = fields.remove(LEGACY_REVISION).and_then(|v| v.as_u64());
         Snapshot {
             updated,
             revision,
-            values: fields,
+            fingerprint: Fingerprint::of_values(fields.iter().map(|(k, v)| (k.as_str(), v))),
         }
     }
 
-    /// Identifies this version of the record: its date and a hash of its tracked values.
+    /// Identifies this version of the record: its date and its record fingerprint
+    /// (`<updated ns>|<fingerprint as 16 hex digits>`). Message ids are made from it.
     pub fn version(&self) -> String {
-        /// Feeds serialized JSON straight into the hash (no string per value).
-        struct Feed<'a>(&'a mut Sha256);
-        impl std::io::Write for Feed<'_> {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.update(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut h = Sha256::new();
-        for (k, v) in &self.values {
-            h.update(k.as_bytes());
-            h.update([0]);
-            serde_json::to_writer(Feed(&mut h), v).expect("a JSON value serializes");
-            h.update([0]);
-        }
         format!(
-            "{}|{}",
+            "{}|{:016x}",
             self.updated.timestamp_nanos_opt().unwrap_or_default(),
-            hex::encode(&h.finalize()[..8])
+            self.fingerprint.record
         )
     }
 }
@@ -162,6 +138,12 @@ pub enum Phase {
 #[derive(Debug, Clone)]
 pub struct Detector {
     fields: Vec<(String, FieldPath)>,
+    /// Each field's name tag, in configuration order.
+    tags: Vec<u32>,
+    /// Field indexes in ascending tag order (the layout's order).
+    by_tag: Vec<usize>,
+    /// The layout of every snapshot this detector writes.
+    layout: Arc<Layout>,
     on_behalf_of: OnBehalfOfSource,
     create_tolerance: Duration,
 }
@@ -173,8 +155,18 @@ impl Detector {
         on_behalf_of: OnBehalfOfSource,
         create_tolerance: Duration,
     ) -> Self {
+        // Two names with one tag would be one field to the snapshot; the configuration
+        // refuses them (`config::validate`), so here they only ever differ.
+        let tags: Vec<u32> = fields.iter().map(|(name, _)| name_tag(name)).collect();
+        let mut by_tag: Vec<usize> = (0..fields.len()).collect();
+        by_tag.sort_by_key(|&i| tags[i]);
+        by_tag.dedup_by_key(|i| tags[*i]);
+        let layout = Arc::new(Layout::new(by_tag.iter().map(|&i| tags[i]).collect()));
         Detector {
             fields,
+            tags,
+            by_tag,
+            layout,
             on_behalf_of,
             create_tolerance,
         }
@@ -193,17 +185,28 @@ impl Detector {
         &self.fields
     }
 
-    /// The tracked values of a record (missing paths are null).
-    pub fn values(&self, record: &Value) -> Map<String, Value> {
+    /// The value hash of every tracked field of a record, in configuration order (missing
+    /// paths hash as null).
+    pub fn hashes(&self, record: &Value) -> Vec<u64> {
         self.fields
             .iter()
-            .map(|(name, path)| {
-                (
-                    name.clone(),
-                    path.get(record).cloned().unwrap_or(Value::Null),
-                )
-            })
+            .map(|(_, path)| value_hash(path.get(record).unwrap_or(&Value::Null)))
             .collect()
+    }
+
+    /// The fingerprint of a record whose field hashes ([`Detector::hashes`]) are `hashes`.
+    pub fn fingerprint(&self, hashes: &[u64]) -> Fingerprint {
+        let pairs: Vec<(u32, u64)> = self
+            .by_tag
+            .iter()
+            .map(|&i| (self.tags[i], hashes[i]))
+            .collect();
+        Fingerprint::from_hashes(self.layout.clone(), &pairs)
+    }
+
+    /// The tracked value of field `i` of a record (null when missing).
+    fn value(&self, i: usize, record: &Value) -> Value {
+        self.fields[i].1.get(record).cloned().unwrap_or(Value::Null)
     }
 
     fn on_behalf_of(&self, record: Option<&Value>) -> Option<String> {
@@ -224,11 +227,13 @@ impl Detector {
         prior: Option<&Snapshot>,
         phase: Phase,
     ) -> Detection {
+        let hashes = self.hashes(&record.raw);
+        let fingerprint = self.fingerprint(&hashes);
         let Some(prior) = prior else {
             let snapshot = Snapshot {
                 updated: record.updated,
                 revision: record.revision,
-                values: self.values(&record.raw),
+                fingerprint,
             };
             if let Phase::Baseline { changed_since } = phase {
                 if record.updated_later.unwrap_or(record.updated) < changed_since {
@@ -249,11 +254,7 @@ impl Detector {
             } else {
                 EventType::Update
             };
-            let changed = self
-                .fields
-                .iter()
-                .map(|(name, _)| (name.clone(), snapshot.values[name].clone()))
-                .collect();
+            let changed = (0..self.fields.len()).collect();
             return Detection {
                 outcome: Outcome::Changed(self.change(
                     kind,
@@ -280,17 +281,28 @@ impl Detector {
                 snapshot: None,
             };
         }
-        // Compare in place: the common case (an overlap re-read, nothing changed) allocates
-        // nothing; the new snapshot is built only when something must be written.
+        // The common case (an overlap re-read, nothing changed) is one 64-bit comparison; the
+        // fields are compared only when the record fingerprint differs.
         let mut changed = Vec::new();
         let mut learnt = false;
-        for (name, path) in &self.fields {
-            let value = path.get(&record.raw).unwrap_or(&Value::Null);
-            match prior.values.get(name) {
-                Some(old) if old != value => changed.push((name.clone(), value.clone())),
-                Some(_) => {}
-                None => learnt = true,
+        if fingerprint.record != prior.fingerprint.record {
+            let same_layout = Arc::ptr_eq(&fingerprint.layout, &prior.fingerprint.layout)
+                || fingerprint.layout == prior.fingerprint.layout;
+            for (i, hash) in hashes.iter().enumerate() {
+                match prior.fingerprint.field(self.tags[i]) {
+                    Some(old) if old != *hash as u32 => changed.push(i),
+                    Some(_) => {}
+                    None => learnt = true,
+                }
             }
+            // Same fields, different record fingerprint, no field fingerprint differs: a 32-bit
+            // collision hides which field changed (2^-32 per changed field). Every field is
+            // listed, so no change is lost.
+            if changed.is_empty() && same_layout {
+                changed = (0..self.fields.len()).collect();
+            }
+            // Fields that are no longer configured are dropped from the snapshot silently.
+            learnt |= !same_layout;
         }
         if changed.is_empty() && updated < prior.updated {
             // The same values under an older date: an older copy, or the overlap re-reading a
@@ -310,7 +322,7 @@ impl Detector {
         let snapshot = Snapshot {
             updated,
             revision: record.revision,
-            values: self.values(&record.raw),
+            fingerprint,
         };
         if !changed.is_empty() {
             return Detection {
@@ -334,19 +346,24 @@ impl Detector {
         }
     }
 
+    /// The change of `record`: `changed` are indexes of tracked fields (configuration order);
+    /// their values are read from the record only now.
     fn change(
         &self,
         kind: EventType,
         record: &SourceRecord,
         updated: DateTime<Utc>,
-        changed: Vec<(String, Value)>,
+        changed: Vec<usize>,
         snapshot: &Snapshot,
     ) -> Change {
         Change {
             kind,
             id: record.id.clone(),
             timestamp: updated,
-            changed,
+            changed: changed
+                .into_iter()
+                .map(|i| (self.fields[i].0.clone(), self.value(i, &record.raw)))
+                .collect(),
             on_behalf_of: self.on_behalf_of(Some(&record.raw)),
             version: snapshot.version(),
         }
@@ -621,66 +638,92 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_snapshot_keeps_its_revision_apart_from_the_values() {
+    fn a_snapshot_stored_as_values_converts_to_the_fingerprint_detection_makes() {
         let det = detector();
+        let r = rec("2024-01-01T00:00:10Z", None, "A", "B");
         let snap = Snapshot {
             revision: Some(9),
-            ..det
-                .detect(
-                    &rec("2024-01-01T00:00:10Z", None, "A", "B"),
-                    None,
-                    baseline(),
-                )
-                .snapshot
-                .unwrap()
+            ..det.detect(&r, None, baseline()).snapshot.unwrap()
         };
-        let Value::Object(fields) = snap.stored_fields() else {
-            panic!("an object")
-        };
-        let back = Snapshot::from_stored(snap.updated, fields);
+        // as pollbus stored it before fingerprints: the tracked values and the revision
+        let old: Map<String, Value> =
+            serde_json::from_value(json!({"FirstName": "A", "City": "B", ",revision": 9})).unwrap();
+        let back = Snapshot::from_legacy(snap.updated, old);
         assert_eq!(back, snap);
-        assert_eq!(back.values.len(), 2);
+        assert_eq!(
+            det.detect(&r, Some(&back), Phase::Steady).outcome,
+            Outcome::Unchanged
+        );
         // snapshots stored before revisions existed
         let old: Map<String, Value> =
             serde_json::from_value(json!({"FirstName": "A", "City": "B"})).unwrap();
-        let back = Snapshot::from_stored(snap.updated, old);
-        assert_eq!((back.revision, back.values.len()), (None, 2));
+        let back = Snapshot::from_legacy(snap.updated, old);
+        assert_eq!(back.revision, None);
         // the message version ignores the revision
         assert_eq!(back.version(), snap.version());
+        // a converted value that differs is found as before
+        let changed_city = rec("2024-01-01T00:00:20Z", None, "A", "C");
+        assert_eq!(
+            changed(&det.detect(&changed_city, Some(&back), Phase::Steady)),
+            (EventType::Update, vec!["City"])
+        );
     }
 
     #[test]
     fn newly_configured_field_is_learnt_silently() {
         let det = detector();
         let r = rec("2024-01-01T00:00:10Z", None, "A", "B");
-        let mut snap = det.detect(&r, None, baseline()).snapshot.unwrap();
-        snap.values.remove("City");
+        // a snapshot written while only FirstName was tracked
+        let old: Map<String, Value> = serde_json::from_value(json!({"FirstName": "A"})).unwrap();
+        let snap = Snapshot::from_legacy(r.updated, old.clone());
         let d = det.detect(&r, Some(&snap), Phase::Steady);
         assert_eq!(d.outcome, Outcome::Unchanged);
-        assert!(d.snapshot.unwrap().values.contains_key("City"));
+        let learnt = d.snapshot.unwrap();
+        assert_eq!(learnt.fingerprint.layout, det.layout);
+        // and a change of the old field alone is still told apart from the new field
+        let r2 = rec("2024-01-01T00:00:20Z", None, "Z", "B");
+        assert_eq!(
+            changed(&det.detect(&r2, Some(&snap), Phase::Steady)),
+            (EventType::Update, vec!["FirstName"])
+        );
+        // a field no longer configured is dropped silently
+        let wider: Map<String, Value> =
+            serde_json::from_value(json!({"FirstName": "A", "City": "B", "Gone": 1})).unwrap();
+        let d = det.detect(
+            &r,
+            Some(&Snapshot::from_legacy(r.updated, wider)),
+            Phase::Steady,
+        );
+        assert_eq!(d.outcome, Outcome::Unchanged);
+        assert_eq!(d.snapshot.unwrap().fingerprint.layout, det.layout);
+    }
+
+    /// Injected: a snapshot whose record fingerprint differs while every field fingerprint
+    /// matches (what a 32-bit field collision looks like). Every field is listed: the UPDATE is
+    /// wider, nothing is lost.
+    #[test]
+    fn a_field_fingerprint_collision_lists_every_field() {
+        let det = detector();
+        let r = rec("2024-01-01T00:00:10Z", None, "A", "B");
+        let mut snap = det.detect(&r, None, baseline()).snapshot.unwrap();
+        snap.fingerprint.record ^= 1;
+        let later = rec("2024-01-01T00:00:20Z", None, "A", "B");
+        assert_eq!(
+            changed(&det.detect(&later, Some(&snap), Phase::Steady)),
+            (EventType::Update, vec!["FirstName", "City"])
+        );
     }
 
     #[test]
-    fn version_hashes_each_value_as_its_json_text() {
+    fn version_is_the_date_and_the_record_fingerprint() {
         let values: Map<String, Value> = serde_json::from_value(
             json!({"A": "Strøm \"q\"", "B": null, "C": {"x": [1, 2.5]}, "D": 12345678901234567890u64}),
         )
         .unwrap();
-        let snapshot = Snapshot {
-            updated: "2024-05-01T10:00:00Z".parse().unwrap(),
-            revision: Some(3),
-            values: values.clone(),
-        };
-        // The message id depends on it: the same bytes as hashing each value's `to_string()`.
-        let mut h = Sha256::new();
-        for (k, v) in &values {
-            h.update(k.as_bytes());
-            h.update([0]);
-            h.update(v.to_string().as_bytes());
-            h.update([0]);
-        }
-        let expected = format!("1714557600000000000|{}", hex::encode(&h.finalize()[..8]));
+        let snapshot = Snapshot::from_legacy("2024-05-01T10:00:00Z".parse().unwrap(), values);
+        let expected = format!("1714557600000000000|{:016x}", snapshot.fingerprint.record);
         assert_eq!(snapshot.version(), expected);
+        assert_eq!(snapshot.version(), "1714557600000000000|6b432d7da85249c5");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod config;
 pub mod contract;
 pub mod daemon;
 pub mod detect;
+pub mod fingerprint;
 pub mod formats;
 pub mod http;
 pub mod import;

@@ -19,11 +19,13 @@ use pollbus::store::{
 use pollbus_testkit::t;
 
 fn snapshot(updated: &str, city: &str) -> Snapshot {
+    // every round trip below checks that the revision survives the store too
     Snapshot {
-        updated: t(updated),
-        // every round trip below checks that the revision survives the store too
         revision: Some(city.len() as u64),
-        values: json!({"City": city}).as_object().unwrap().clone(),
+        ..Snapshot::from_legacy(
+            t(updated),
+            json!({"City": city}).as_object().unwrap().clone(),
+        )
     }
 }
 
@@ -120,7 +122,13 @@ async fn suite(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(snaps.len(), 1);
-    assert_eq!(snaps["1"].values["City"], json!("Tromsø"));
+    assert_eq!(snaps["1"], snapshot("2024-06-01T11:00:00Z", "Tromsø"));
+    assert_eq!(
+        snaps["1"]
+            .fingerprint
+            .field(pollbus::fingerprint::name_tag("City")),
+        Some(pollbus::fingerprint::value_hash(&json!("Tromsø")) as u32)
+    );
 
     // Outbox: publication order, ack, failure accounting, dead letters and retry.
     let rows = store.outbox_next(10).await.unwrap();

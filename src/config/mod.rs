@@ -241,6 +241,22 @@ source_system = "CRM"
         );
     }
 
+    /// `F27439` and `F61595` share a 32-bit tag (found by search with the Python `xxhash`
+    /// package), so snapshots could not tell them apart.
+    #[test]
+    fn two_fields_with_one_fingerprint_tag_are_refused() {
+        let text = MINIMAL.replace(
+            "fields = { FirstName = \"first_name\", City = \"address.city\" }",
+            "fields = { F27439 = \"a\", F61595 = \"b\" }",
+        );
+        let err = Config::parse(&text, "t.toml").unwrap_err();
+        let lines: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            lines,
+            ["sources[0].resources[0].fields.F61595: \"F61595\" and \"F27439\" have the same fingerprint tag; rename one of them"]
+        );
+    }
+
     #[test]
     fn bad_duration_is_rejected() {
         let text = MINIMAL.replace(

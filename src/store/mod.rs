@@ -18,6 +18,7 @@ pub mod fenced;
 pub mod lease;
 pub mod postgres;
 pub mod roles;
+mod snapshot_rows;
 pub mod sqlite;
 mod tokens;
 

@@ -26,7 +26,10 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
+use super::snapshot_rows::{layout_row, legacy_snapshot, log_converted, Layouts, CONVERT_BATCH};
 use super::*;
+use crate::fingerprint::{self, Layout};
+use std::sync::Arc;
 
 /// The database's time in nanoseconds since the epoch (microsecond resolution).
 const NOW_NS: &str = "((extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000)";
@@ -60,6 +63,8 @@ pub struct PgStore {
     claimer: String,
     claim_timeout: Duration,
     statements: AtomicU64,
+    /// Snapshot layouts read or written (see `snapshot_rows`).
+    layouts: Arc<Layouts>,
 }
 
 /// `host:port/database` of a URL: never the user or password.
@@ -132,14 +137,6 @@ fn nanos_of(d: Duration) -> i64 {
     d.as_nanos().min(i64::MAX as u128) as i64
 }
 
-fn snapshot_from(updated: i64, fields: &str) -> Result<Snapshot, StoreError> {
-    let fields = serde_json::from_str(fields).map_err(|e| StoreError::Corrupt {
-        what: "snapshot",
-        detail: e.to_string(),
-    })?;
-    Ok(Snapshot::from_stored(from_nanos(updated), fields))
-}
-
 fn message_from(text: &str) -> Result<Message, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
         what: "outbox message",
@@ -202,12 +199,16 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             // The migration above ran without the timeouts (a large migration may take long).
             .connect_lazy_with(session_options(connect, options));
-        Ok(PgStore {
+        let store = PgStore {
             pool,
             claimer: options.replica_id.clone(),
             claim_timeout: options.claim_timeout,
             statements: AtomicU64::new(0),
-        })
+            layouts: Arc::default(),
+        };
+        store.load_layouts().await?;
+        store.convert_legacy_snapshots(&location).await?;
+        Ok(store)
     }
 
     /// SQL statements this store has sent (for measurements).
@@ -412,7 +413,7 @@ impl PageStore for PgStore {
         }
         self.count(1);
         let rows = sqlx::query(
-            "SELECT id, updated, fields FROM snapshots \
+            "SELECT id, updated, fp, fields FROM snapshots \
              WHERE source = $1 AND resource = $2 AND id = ANY($3)",
         )
         .bind(&key.source)
@@ -421,12 +422,7 @@ impl PageStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(pg_err("read snapshots"))?;
-        rows.iter()
-            .map(|r| {
-                let fields: &str = r.get(2);
-                Ok((r.get::<String, _>(0), snapshot_from(r.get(1), fields)?))
-            })
-            .collect()
+        self.decode_snapshots(&rows).await
     }
 
     async fn commit_page(&self, key: &ResourceKey, page: PageCommit) -> Result<(), StoreError> {
@@ -437,6 +433,11 @@ impl PageStore for PgStore {
             check_fence(&mut tx, key, fence).await?;
         }
         let now = to_nanos(page.at);
+        let new_layouts = self.layouts.unsaved(page.snapshots.iter().map(|(_, s)| s));
+        for layout in &new_layouts {
+            self.count(1);
+            insert_layout(&mut tx, layout).await?;
+        }
         if !page.snapshots.is_empty() {
             // One row per id (the last one wins), as ON CONFLICT may touch a row only once.
             let mut last: HashMap<&str, usize> = HashMap::new();
@@ -450,17 +451,17 @@ impl PageStore for PgStore {
                 if last.get(id.as_str()) == Some(&i) {
                     ids.push(id.clone());
                     updated.push(to_nanos(s.updated));
-                    fields.push(s.stored_fields().to_string());
+                    fields.push(fingerprint::encode(&s.fingerprint, s.revision));
                 }
             }
             self.count(1);
             sqlx::query(
-                "INSERT INTO snapshots (source, resource, id, updated, fields, seen_at) \
-                 SELECT $1, $2, u.id, u.updated, u.fields, $3 \
-                 FROM UNNEST($4::text[], $5::bigint[], $6::text[]) AS u(id, updated, fields) \
+                "INSERT INTO snapshots (source, resource, id, updated, fp, seen_at) \
+                 SELECT $1, $2, u.id, u.updated, u.fp, $3 \
+                 FROM UNNEST($4::text[], $5::bigint[], $6::bytea[]) AS u(id, updated, fp) \
                  ON CONFLICT (source, resource, id) DO UPDATE SET \
-                   updated = excluded.updated, fields = excluded.fields, seen_at = excluded.seen_at, \
-                   missed = 0",
+                   updated = excluded.updated, fp = excluded.fp, fields = NULL, \
+                   seen_at = excluded.seen_at, missed = 0",
             )
             .bind(&key.source)
             .bind(&key.resource)
@@ -603,7 +604,7 @@ impl PageStore for PgStore {
     ) -> Result<Vec<(String, Snapshot)>, StoreError> {
         self.count(1);
         let rows = sqlx::query(
-            "SELECT id, updated, fields FROM snapshots WHERE source = $1 AND resource = $2 \
+            "SELECT id, updated, fp, fields FROM snapshots WHERE source = $1 AND resource = $2 \
              AND (mark IS NULL OR mark <> $3) AND seen_at < $4 AND missed >= $5 ORDER BY id",
         )
         .bind(&key.source)
@@ -614,12 +615,10 @@ impl PageStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(pg_err("find absent ids"))?;
-        rows.iter()
-            .map(|r| {
-                let fields: &str = r.get(2);
-                Ok((r.get::<String, _>(0), snapshot_from(r.get(1), fields)?))
-            })
-            .collect()
+        let mut found: Vec<(String, Snapshot)> =
+            self.decode_snapshots(&rows).await?.into_iter().collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
     }
 
     async fn snapshot_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {
@@ -1199,5 +1198,134 @@ mod tests {
     fn migration_backoff_doubles_from_fifty_milliseconds_up_to_two_seconds() {
         let waits: Vec<u128> = migration_backoff().take(8).map(|d| d.as_millis()).collect();
         assert_eq!(waits, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+    }
+}
+
+/// Writes `layout` unless it is there (layouts are content-addressed, so a present one is the
+/// same).
+async fn insert_layout(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    layout: &Layout,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO snapshot_layouts (id, tags) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(i64::from(layout.id()))
+    .bind(layout.to_bytes())
+    .execute(&mut **tx)
+    .await
+    .map_err(pg_err("write snapshot layout"))?;
+    Ok(())
+}
+
+/// Snapshot rows: layouts and the conversion of rows written before fingerprints.
+impl PgStore {
+    /// Reads every stored layout into the cache (a handful: one per field list ever used).
+    async fn load_layouts(&self) -> Result<(), StoreError> {
+        self.count(1);
+        let rows = sqlx::query("SELECT id, tags FROM snapshot_layouts")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_err("read snapshot layouts"))?;
+        let layouts = rows
+            .iter()
+            .map(|r| layout_row(r.get(0), r.get(1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.layouts.remember(layouts);
+        Ok(())
+    }
+
+    /// Rows of `(id, updated, fp, fields)` as snapshots by id. A layout another replica wrote
+    /// since this one read them is read first.
+    async fn decode_snapshots(
+        &self,
+        rows: &[PgRow],
+    ) -> Result<HashMap<String, Snapshot>, StoreError> {
+        if !self
+            .layouts
+            .missing(rows.iter().map(|r| r.get::<Option<&[u8]>, _>(2)))
+            .is_empty()
+        {
+            self.load_layouts().await?;
+        }
+        rows.iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                let snapshot = self.layouts.decode(
+                    &id,
+                    from_nanos(r.get(1)),
+                    r.get::<Option<&[u8]>, _>(2),
+                    r.get::<Option<&str>, _>(3),
+                )?;
+                Ok((id, snapshot))
+            })
+            .collect()
+    }
+
+    /// Converts snapshots an earlier pollbus stored as JSON values into fingerprints, a batch
+    /// per transaction (replicas converting at once write the same bytes). Nothing is
+    /// published: the fingerprints are those the same values read from the vendor give.
+    async fn convert_legacy_snapshots(&self, location: &str) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let mut converted = 0u64;
+        loop {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(pg_err("begin conversion"))?;
+            self.count(3);
+            let rows = sqlx::query(
+                "SELECT source, resource, id, updated, fields FROM snapshots \
+                 WHERE fp IS NULL LIMIT $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(CONVERT_BATCH)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg_err("read old snapshots"))?;
+            if rows.is_empty() {
+                break;
+            }
+            let (mut sources, mut resources, mut ids, mut fps) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for r in &rows {
+                let id: String = r.get(2);
+                let text: Option<&str> = r.get(4);
+                let snapshot = legacy_snapshot(from_nanos(r.get(3)), text.unwrap_or("null"))
+                    .map_err(|detail| StoreError::Corrupt {
+                        what: "snapshot",
+                        detail: format!("record {id}: {detail}"),
+                    })?;
+                let layout = &snapshot.fingerprint.layout;
+                if self.layouts.get(layout.id()).is_none() {
+                    self.count(1);
+                    insert_layout(&mut tx, layout).await?;
+                    self.layouts.remember([layout.clone()]);
+                }
+                sources.push(r.get::<String, _>(0));
+                resources.push(r.get::<String, _>(1));
+                ids.push(id);
+                fps.push(fingerprint::encode(
+                    &snapshot.fingerprint,
+                    snapshot.revision,
+                ));
+            }
+            sqlx::query(
+                "UPDATE snapshots s SET fp = u.fp, fields = NULL \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[]) AS u(source, resource, id, fp) \
+                 WHERE s.source = u.source AND s.resource = u.resource AND s.id = u.id",
+            )
+            .bind(&sources)
+            .bind(&resources)
+            .bind(&ids)
+            .bind(&fps)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_err("convert snapshots"))?;
+            tx.commit().await.map_err(pg_err("commit conversion"))?;
+            converted += rows.len() as u64;
+        }
+        log_converted(location, converted, started.elapsed());
+        Ok(())
     }
 }

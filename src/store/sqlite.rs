@@ -10,11 +10,16 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 
+use super::snapshot_rows::{layout_row, legacy_snapshot, log_converted, Layouts, CONVERT_BATCH};
 use super::*;
+use crate::fingerprint;
+use std::sync::Arc;
 
 /// The SQLite store.
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Snapshot layouts read or written (see `snapshot_rows`).
+    layouts: Arc<Layouts>,
     /// The writer lock file, held (locked) while the store lives, when opened as the writer.
     _writer: Option<std::fs::File>,
 }
@@ -115,10 +120,14 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| open_err(sqlx::Error::Migrate(Box::new(e))))?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             pool,
+            layouts: Arc::default(),
             _writer: None,
-        })
+        };
+        store.load_layouts().await?;
+        store.convert_legacy_snapshots(&location).await?;
+        Ok(store)
     }
 
     /// Opens `url` as its only writer (the daemon): takes the file's writer lock first — a file
@@ -234,14 +243,6 @@ async fn check_fence(
     Ok(())
 }
 
-fn snapshot_from(updated: i64, fields: &str) -> Result<Snapshot, StoreError> {
-    let fields = serde_json::from_str(fields).map_err(|e| StoreError::Corrupt {
-        what: "snapshot",
-        detail: e.to_string(),
-    })?;
-    Ok(Snapshot::from_stored(from_nanos(updated), fields))
-}
-
 fn message_from(text: &str) -> Result<Message, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
         what: "outbox message",
@@ -295,7 +296,7 @@ impl PageStore for SqliteStore {
             return Ok(HashMap::new());
         }
         let rows = sqlx::query(
-            "SELECT id, updated, fields FROM snapshots \
+            "SELECT id, updated, fp, fields FROM snapshots \
              WHERE source = ? AND resource = ? AND id IN (SELECT value FROM json_each(?))",
         )
         .bind(&key.source)
@@ -304,12 +305,7 @@ impl PageStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("read snapshots"))?;
-        rows.iter()
-            .map(|r| {
-                let fields: &str = r.get(2);
-                Ok((r.get::<String, _>(0), snapshot_from(r.get(1), fields)?))
-            })
-            .collect()
+        self.decode_snapshots(&rows).await
     }
 
     async fn commit_page(&self, key: &ResourceKey, page: PageCommit) -> Result<(), StoreError> {
@@ -318,24 +314,33 @@ impl PageStore for SqliteStore {
             check_fence(&mut tx, key, fence).await?;
         }
         let now = to_nanos(page.at);
+        let new_layouts = self.layouts.unsaved(page.snapshots.iter().map(|(_, s)| s));
+        for layout in &new_layouts {
+            sqlx::query("INSERT OR IGNORE INTO snapshot_layouts (id, tags) VALUES (?, ?)")
+                .bind(i64::from(layout.id()))
+                .bind(layout.to_bytes())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("write snapshot layout"))?;
+        }
         // Multi-row VALUES with bound parameters: no JSON re-encoding of the rows, one
         // statement per chunk (SQLite allows 32,766 parameters; 6 per row).
         for chunk in page.snapshots.chunks(SNAPSHOT_ROWS_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO snapshots (source, resource, id, updated, fields, seen_at) ",
+                "INSERT INTO snapshots (source, resource, id, updated, fp, seen_at) ",
             );
             insert.push_values(chunk, |mut row, (id, s)| {
                 row.push_bind(&key.source)
                     .push_bind(&key.resource)
                     .push_bind(id)
                     .push_bind(to_nanos(s.updated))
-                    .push_bind(s.stored_fields().to_string())
+                    .push_bind(fingerprint::encode(&s.fingerprint, s.revision))
                     .push_bind(now);
             });
             insert.push(
                 " ON CONFLICT (source, resource, id) DO UPDATE SET \
-                 updated = excluded.updated, fields = excluded.fields, seen_at = excluded.seen_at, \
-                 missed = 0",
+                 updated = excluded.updated, fp = excluded.fp, fields = NULL, \
+                 seen_at = excluded.seen_at, missed = 0",
             );
             insert
                 .build()
@@ -392,7 +397,9 @@ impl PageStore for SqliteStore {
             .await
             .map_err(query_err("write resource state"))?;
         }
-        tx.commit().await.map_err(query_err("commit page"))
+        tx.commit().await.map_err(query_err("commit page"))?;
+        self.layouts.remember(new_layouts);
+        Ok(())
     }
 
     async fn reconcile_mark(
@@ -455,7 +462,7 @@ impl PageStore for SqliteStore {
         min_missed: u32,
     ) -> Result<Vec<(String, Snapshot)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, updated, fields FROM snapshots WHERE source = ? AND resource = ? \
+            "SELECT id, updated, fp, fields FROM snapshots WHERE source = ? AND resource = ? \
              AND (mark IS NULL OR mark <> ?) AND seen_at < ? AND missed >= ? ORDER BY id",
         )
         .bind(&key.source)
@@ -466,12 +473,7 @@ impl PageStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("find absent ids"))?;
-        rows.iter()
-            .map(|r| {
-                let fields: &str = r.get(2);
-                Ok((r.get::<String, _>(0), snapshot_from(r.get(1), fields)?))
-            })
-            .collect()
+        Ok(self.decode_snapshots(&rows).await?.into_iter().collect())
     }
 
     async fn snapshot_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {
@@ -958,4 +960,110 @@ fn outbox_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
         message: message_from(r.get::<&str, _>(1))?,
         attempts: r.get::<i64, _>(2) as u32,
     })
+}
+
+/// Snapshot rows: layouts and the conversion of rows written before fingerprints.
+impl SqliteStore {
+    /// Reads every stored layout into the cache (a handful: one per field list ever used).
+    async fn load_layouts(&self) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT id, tags FROM snapshot_layouts")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("read snapshot layouts"))?;
+        let layouts = rows
+            .iter()
+            .map(|r| layout_row(r.get(0), r.get(1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.layouts.remember(layouts);
+        Ok(())
+    }
+
+    /// Rows of `(id, updated, fp, fields)` as snapshots by id.
+    async fn decode_snapshots(
+        &self,
+        rows: &[sqlx::sqlite::SqliteRow],
+    ) -> Result<HashMap<String, Snapshot>, StoreError> {
+        if !self
+            .layouts
+            .missing(rows.iter().map(|r| r.get::<Option<&[u8]>, _>(2)))
+            .is_empty()
+        {
+            self.load_layouts().await?;
+        }
+        rows.iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                let snapshot = self.layouts.decode(
+                    &id,
+                    from_nanos(r.get(1)),
+                    r.get::<Option<&[u8]>, _>(2),
+                    r.get::<Option<&str>, _>(3),
+                )?;
+                Ok((id, snapshot))
+            })
+            .collect()
+    }
+
+    /// Converts snapshots an earlier pollbus stored as JSON values into fingerprints, a batch
+    /// per transaction, then compacts the file once (the values took ~5× the space). Nothing is
+    /// published: the fingerprints are those the same values read from the vendor give.
+    async fn convert_legacy_snapshots(&self, location: &str) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let mut converted = 0u64;
+        loop {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(query_err("begin conversion"))?;
+            let rows = sqlx::query(
+                "SELECT rowid, id, updated, fields FROM snapshots WHERE fp IS NULL LIMIT ?",
+            )
+            .bind(CONVERT_BATCH)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_err("read old snapshots"))?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                let id: String = r.get(1);
+                let text: Option<&str> = r.get(3);
+                let snapshot = legacy_snapshot(from_nanos(r.get(2)), text.unwrap_or("null"))
+                    .map_err(|detail| StoreError::Corrupt {
+                        what: "snapshot",
+                        detail: format!("record {id}: {detail}"),
+                    })?;
+                let layout = &snapshot.fingerprint.layout;
+                if self.layouts.get(layout.id()).is_none() {
+                    sqlx::query("INSERT OR IGNORE INTO snapshot_layouts (id, tags) VALUES (?, ?)")
+                        .bind(i64::from(layout.id()))
+                        .bind(layout.to_bytes())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("write snapshot layout"))?;
+                    self.layouts.remember([layout.clone()]);
+                }
+                sqlx::query("UPDATE snapshots SET fp = ?, fields = NULL WHERE rowid = ?")
+                    .bind(fingerprint::encode(
+                        &snapshot.fingerprint,
+                        snapshot.revision,
+                    ))
+                    .bind(r.get::<i64, _>(0))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("convert snapshot"))?;
+            }
+            tx.commit().await.map_err(query_err("commit conversion"))?;
+            converted += rows.len() as u64;
+        }
+        if converted > 0 {
+            sqlx::query("VACUUM")
+                .execute(&self.pool)
+                .await
+                .map_err(query_err("compact after conversion"))?;
+        }
+        log_converted(location, converted, started.elapsed());
+        Ok(())
+    }
 }

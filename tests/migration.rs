@@ -1,0 +1,209 @@
+//! State written by the previous pollbus (snapshots of JSON values, before fingerprints) is
+//! converted in place, publishes nothing, and goes on detecting changes field by field.
+//!
+//! The state in `tests/data/legacy-state/` was written by pollbus at commit 089325d (the last
+//! one before fingerprints) polling [`legacy_records`] from the ServiceNow simulator; its
+//! README says how. SQLite: the state file itself; PostgreSQL: a `pg_dump` of the database.
+
+use std::path::Path;
+
+use pollbus_testkit::cli::{pollbus, text};
+use pollbus_testkit::servicenow::ServiceNowSim;
+use serde_json::{json, Value};
+use sqlx::{Connection, Row};
+
+mod pg;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pollbus");
+
+/// The records the legacy state remembers: 40 incidents, one a second from 2024-06-01 10:00:00,
+/// with plain, empty, non-ASCII, quoted and numeric-looking values.
+pub fn legacy_records() -> Vec<Value> {
+    (0..40)
+        .map(|i| {
+            json!({
+                "sys_id": format!("{i:032x}"),
+                "number": format!("INC{:07}", 10_000 + i),
+                "short_description": format!("Skjermen på kontor {i} er \"svart\""),
+                "state": (i % 7).to_string(),
+                "priority": if i % 3 == 0 { String::new() } else { (i % 5).to_string() },
+                "category": "hardware",
+                "sys_updated_on": format!("2024-06-01 10:00:{i:02}"),
+                "sys_created_on": "2024-05-01 08:00:00",
+            })
+        })
+        .collect()
+}
+
+/// The configuration both versions poll with; the overlap reaches back over every record, so
+/// the first poll after the upgrade compares all 40 with their converted snapshots.
+pub fn config(base_url: &str, state_url: &str) -> String {
+    format!(
+        r#"
+[state]
+url = "{state_url}"
+[sink]
+kind = "jsonl"
+path = "out.jsonl"
+[[sources]]
+name = "sn"
+kind = "servicenow"
+base_url = "{base_url}"
+source_system = "ServiceNow"
+overlap = "1h"
+auth = {{ kind = "basic", username = "admin", password = "admin" }}
+  [[sources.resources]]
+  name = "incident"
+  entity = "incident"
+  fields = {{ Number = "number", Summary = "short_description", State = "state", Priority = "priority", Category = "category" }}
+"#
+    )
+}
+
+/// A simulator holding [`legacy_records`], its clock at 2024-06-01 12:00 (after all of them).
+pub async fn simulator() -> ServiceNowSim {
+    let sim = ServiceNowSim::start().await;
+    sim.set_now(pollbus_testkit::t("2024-06-01T12:00:00Z"));
+    for r in legacy_records() {
+        sim.insert("incident", r);
+    }
+    sim
+}
+
+fn messages(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("out.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn poll_once(dir: &Path) -> String {
+    let out = pollbus(
+        BIN,
+        Some(dir),
+        &["poll-once", "--config", "pollbus.toml"],
+        &[],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+/// After the upgrade: nothing published for the 40 unchanged records, then one field changed
+/// in the vendor gives one UPDATE naming exactly that field.
+async fn upgrade_publishes_nothing_then_detects(dir: &Path, sim: &ServiceNowSim) {
+    let stderr = poll_once(dir);
+    assert!(
+        stderr.contains("converted snapshots written by an earlier pollbus"),
+        "{stderr}"
+    );
+    assert_eq!(messages(dir), Vec::<Value>::new(), "nothing published");
+    sim.set_now(pollbus_testkit::t("2024-06-01T12:30:00Z"));
+    assert!(sim.update(
+        "incident",
+        &format!("{:032x}", 7),
+        json!({"short_description": "Skjermen virker igjen"})
+    ));
+    let stderr = poll_once(dir);
+    assert!(
+        !stderr.contains("converted snapshots"),
+        "converted once: {stderr}"
+    );
+    let published = messages(dir);
+    assert_eq!(published.len(), 1, "{published:?}");
+    let body = &published[0]["body"];
+    assert_eq!(
+        (
+            body["id"].as_str(),
+            body["evenType"].as_i64(),
+            body["changedFields"].as_str()
+        ),
+        (
+            Some(format!("{:032x}", 7).as_str()),
+            Some(2),
+            Some("Summary")
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_state_file_of_the_previous_version_converts_without_publishing() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.db");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/legacy-state/state.db"
+        ),
+        &file,
+    )
+    .unwrap();
+    let before = std::fs::metadata(&file).unwrap().len();
+    std::fs::write(
+        dir.path().join("pollbus.toml"),
+        config(sim.base_url(), "sqlite://state.db"),
+    )
+    .unwrap();
+    upgrade_publishes_nothing_then_detects(dir.path(), &sim).await;
+
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    let row =
+        sqlx::query("SELECT count(*), count(fp), count(fields), max(length(fp)) FROM snapshots")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let (rows, with_fp, with_values, fp_bytes): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!((rows, with_fp, with_values), (40, 40, 0));
+    assert_eq!(
+        fp_bytes,
+        14 + 8 + 5 * 4,
+        "14 bytes, the revision, 4 per field"
+    );
+    let layouts: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshot_layouts")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(layouts, 1);
+    let after = std::fs::metadata(&file).unwrap().len();
+    assert!(after <= before, "compacted: {before} → {after} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_state_of_the_previous_version_converts_without_publishing() {
+    let sim = simulator().await;
+    let db = pg::TestDb::create().await;
+    let dump = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/legacy-state/postgres.sql"
+    ))
+    .unwrap();
+    let mut conn = db.connect().await;
+    sqlx::raw_sql(&dump).execute(&mut conn).await.unwrap();
+    let legacy: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshots")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(legacy, 40, "the dump holds the legacy snapshots");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pollbus.toml"),
+        config(sim.base_url(), &db.url),
+    )
+    .unwrap();
+    upgrade_publishes_nothing_then_detects(dir.path(), &sim).await;
+
+    let row = sqlx::query("SELECT count(*), count(fp), count(fields) FROM snapshots")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (rows, with_fp, with_values): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((rows, with_fp, with_values), (40, 40, 0));
+    drop(conn);
+    drop(db);
+}
