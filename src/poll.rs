@@ -41,6 +41,44 @@ fn note_unreadable(report: &mut PollReport, problem: &crate::record::RecordError
     }
 }
 
+/// A page being fetched ahead while the previous one is committed. Dropping it aborts the
+/// request (a poll that ends early leaves nothing running).
+struct Prefetch(tokio::task::JoinHandle<Result<crate::source::Page, SourceError>>);
+
+impl Prefetch {
+    fn start(
+        source: Arc<dyn Source>,
+        resource: Arc<Resource>,
+        since: DateTime<Utc>,
+        token: String,
+    ) -> Prefetch {
+        use tracing::Instrument;
+        Prefetch(tokio::spawn(
+            async move { source.fetch(&resource, since, Some(&token)).await }
+                .instrument(tracing::Span::current()),
+        ))
+    }
+
+    /// The page, or the fetch's error. A fetch that panicked is re-raised here, in the poll,
+    /// so the poll task's supervision sees it as before.
+    async fn page(mut self, resource: &Resource) -> Result<crate::source::Page, SourceError> {
+        match (&mut self.0).await {
+            Ok(page) => page,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(SourceError::Vendor {
+                resource: resource.key(),
+                message: format!("fetching the next page was cancelled: {e}"),
+            }),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What one poll did; logged per poll and summed by `poll-once`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollReport {
@@ -303,11 +341,26 @@ impl Poller {
         let mut token: Option<String> = None;
         // The vendor's clock when the listing began (its first answer's `Date`).
         let mut vendor_start: Option<DateTime<Utc>> = None;
+        // The next page is fetched while this one is detected and committed (its token is
+        // known): at most two pages in memory, and the vendor's latency overlaps pollbus's work.
+        let mut prefetch: Option<Prefetch> = None;
         loop {
-            let page = self
-                .source
-                .fetch(&self.resource, since, token.as_deref())
-                .await?;
+            let page = match prefetch.take() {
+                Some(next) => next.page(&self.resource).await?,
+                None => {
+                    self.source
+                        .fetch(&self.resource, since, token.as_deref())
+                        .await?
+                }
+            };
+            if let Some(next) = page.next.as_deref().filter(|_| !stop.is_cancelled()) {
+                prefetch = Some(Prefetch::start(
+                    self.source.clone(),
+                    self.resource.clone(),
+                    since,
+                    next.to_string(),
+                ));
+            }
             if token.is_none() {
                 vendor_start = page.vendor_time;
             }
@@ -336,11 +389,15 @@ impl Poller {
             }
             commit.state = Some(state.clone());
             let wrote_messages = !commit.messages.is_empty();
+            // A failed commit (a lost lease, the store down) ends the poll: the page fetched
+            // ahead is dropped unread (`Prefetch` aborts its request on drop).
             self.store.commit_page(key, commit).await?;
             if wrote_messages {
                 self.wake.notify_one();
             }
-            if last || stop.is_cancelled() {
+            // A stop finishes the page whose fetch has begun (here: the one fetched ahead),
+            // then ends the poll at that page's boundary.
+            if last || (stop.is_cancelled() && prefetch.is_none()) {
                 return Ok(());
             }
             token = page.next;

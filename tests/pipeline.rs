@@ -869,3 +869,143 @@ async fn a_message_the_broker_keeps_refusing_is_dead_lettered_and_the_others_flo
     assert!(published.contains("o1") && published.contains("o2"));
     assert_eq!(rig.store.outbox_stats().await.unwrap().depth, 0);
 }
+
+/// A page store that holds each page commit until the source has been asked for the page
+/// after it (or 1 s passes): the poll's next fetch must not wait for the commit.
+struct CommitWaitsForNextFetch {
+    inner: Arc<dyn pollbus::store::Store>,
+    source: Arc<ScriptedSource>,
+    /// The source's fetch count when the poll began.
+    fetches_at_start: u32,
+    /// Commits seen, and for each whether the next fetch had begun before it finished.
+    overlapped: std::sync::Mutex<Vec<bool>>,
+}
+
+#[async_trait::async_trait]
+impl pollbus::store::OutboxGauge for CommitWaitsForNextFetch {
+    async fn outbox_stats(
+        &self,
+    ) -> Result<pollbus::store::OutboxStats, pollbus::store::StoreError> {
+        self.inner.outbox_stats().await
+    }
+    async fn outbox_depth_in(&self, topic: &str) -> Result<u64, pollbus::store::StoreError> {
+        self.inner.outbox_depth_in(topic).await
+    }
+}
+
+#[async_trait::async_trait]
+impl pollbus::store::PageStore for CommitWaitsForNextFetch {
+    async fn resource_state(
+        &self,
+        key: &ResourceKey,
+    ) -> Result<Option<pollbus::store::ResourceState>, pollbus::store::StoreError> {
+        self.inner.resource_state(key).await
+    }
+    async fn snapshots(
+        &self,
+        key: &ResourceKey,
+        ids: &[String],
+    ) -> Result<
+        std::collections::HashMap<String, pollbus::detect::Snapshot>,
+        pollbus::store::StoreError,
+    > {
+        self.inner.snapshots(key, ids).await
+    }
+    async fn commit_page(
+        &self,
+        key: &ResourceKey,
+        page: PageCommit,
+    ) -> Result<(), pollbus::store::StoreError> {
+        use std::sync::atomic::Ordering;
+        // Commit k of the poll: the fetch of page k + 2 (counting from 1) should have begun.
+        let k = self.overlapped.lock().unwrap().len() as u32;
+        let wanted = self.fetches_at_start + k + 2;
+        let mut overlapped = false;
+        for _ in 0..100 {
+            if self.source.fetches.load(Ordering::SeqCst) >= wanted {
+                overlapped = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.overlapped.lock().unwrap().push(overlapped);
+        self.inner.commit_page(key, page).await
+    }
+    async fn reconcile_mark(
+        &self,
+        key: &ResourceKey,
+        run: i64,
+        ids: &[String],
+        fence: Option<&pollbus::store::Fence>,
+    ) -> Result<(), pollbus::store::StoreError> {
+        self.inner.reconcile_mark(key, run, ids, fence).await
+    }
+    async fn reconcile_miss(
+        &self,
+        key: &ResourceKey,
+        run: i64,
+        before: chrono::DateTime<chrono::Utc>,
+        fence: Option<&pollbus::store::Fence>,
+    ) -> Result<u64, pollbus::store::StoreError> {
+        self.inner.reconcile_miss(key, run, before, fence).await
+    }
+    async fn reconcile_absent(
+        &self,
+        key: &ResourceKey,
+        run: i64,
+        before: chrono::DateTime<chrono::Utc>,
+        min_missed: u32,
+    ) -> Result<Vec<(String, pollbus::detect::Snapshot)>, pollbus::store::StoreError> {
+        self.inner
+            .reconcile_absent(key, run, before, min_missed)
+            .await
+    }
+    async fn snapshot_count(&self, key: &ResourceKey) -> Result<u64, pollbus::store::StoreError> {
+        self.inner.snapshot_count(key).await
+    }
+    async fn summaries(
+        &self,
+    ) -> Result<Vec<pollbus::store::ResourceSummary>, pollbus::store::StoreError> {
+        self.inner.summaries().await
+    }
+}
+
+/// Pipelining: while page N is committed, page N+1 is already being fetched. The store holds
+/// every commit until the fetch after it has begun; a poll that fetched only after committing
+/// would wait out each hold (1 s) and the overlap list would say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_page_is_fetched_while_a_page_commits() {
+    let rig = Harness::scripted(config(2, "")).await;
+    rig.cycle().await;
+    for i in 0..7 {
+        rig.source.put(
+            &format!("p{i}"),
+            "2024-06-01T10:00:00Z",
+            &format!("2024-06-01T10:00:0{i}Z"),
+            customer("A", "B"),
+        );
+    }
+    let store = Arc::new(CommitWaitsForNextFetch {
+        inner: rig.store.clone(),
+        source: rig.source.clone(),
+        fetches_at_start: rig.source.fetches.load(std::sync::atomic::Ordering::SeqCst),
+        overlapped: Default::default(),
+    });
+    let mut poller = rig.poller("customers");
+    poller.store = store.clone();
+    let report = poller
+        .poll(&TraceContext::random(), &CancellationToken::new())
+        .await
+        .unwrap();
+    // 7 records at page size 2: pages of 2, 2, 2, 1
+    assert_eq!((report.pages, report.messages()), (4, 7));
+    let overlapped = store.overlapped.lock().unwrap().clone();
+    assert_eq!(
+        overlapped,
+        [true, true, true, false],
+        "each commit but the last ran while the next page was being fetched"
+    );
+    rig.publisher().drain().await.unwrap();
+    assert_eq!(rig.sink.messages().len(), 7);
+    rig.sink.assert_unique();
+}
