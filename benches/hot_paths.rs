@@ -140,20 +140,83 @@ fn benches(c: &mut Criterion) {
     group.bench_function("serde_json parse only (baseline)", |b| {
         b.iter(|| black_box(serde_json::from_str::<Value>(black_box(&text)).unwrap()))
     });
-    group.bench_function("parse + read + diff, unchanged", |b| {
+    group.bench_function("parse + read + fingerprint compare, unchanged", |b| {
         b.iter(|| {
             let raw: Value = serde_json::from_str(black_box(&text)).unwrap();
             let r = reader.read(raw).unwrap();
             black_box(detector.detect(&r, Some(&snapshot), Phase::Steady))
         })
     });
-    group.bench_function("parse + read + diff, changed", |b| {
+    group.bench_function("parse + read + fingerprint compare, changed", |b| {
         b.iter(|| {
             let raw: Value = serde_json::from_str(black_box(&changed_text)).unwrap();
             let r = reader.read(raw).unwrap();
             black_box(detector.detect(&r, Some(&snapshot), Phase::Steady))
         })
     });
+    group.finish();
+
+    // A vendor that returns every column (Revel, Concur, REST): the whole recorded incident,
+    // 92 columns, 10 of them tracked. The page is read keeping only the keys in use
+    // (`source::narrow`); the unchanged path is that parse + read + fingerprint compare.
+    let full_text = {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/fixtures/servicenow/table_incident_page.json"
+        );
+        let page: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        page["result"][0].to_string()
+    };
+    let full: Value = serde_json::from_str(&full_text).unwrap();
+    let (wide_reader, _) = setup(&record);
+    let wide_fields: Vec<(String, FieldPath)> = detector.fields()[..10].to_vec();
+    let wide_detector = Detector::new(wide_fields, OnBehalfOfSource::None, Duration::from_secs(1));
+    let keep = pollbus::source::narrow::RecordKeys::of(
+        [&wide_reader.id, &wide_reader.updated]
+            .into_iter()
+            .chain(wide_reader.created.as_ref())
+            .chain(wide_reader.class.as_ref())
+            .chain(wide_reader.revision.as_ref())
+            .chain(wide_detector.fields().iter().map(|(_, p)| p)),
+    );
+    let page_text = format!("{{\"result\":[{full_text}]}}");
+    let wide_snapshot = wide_detector
+        .detect(
+            &wide_reader.read(full.clone()).unwrap(),
+            None,
+            Phase::Steady,
+        )
+        .snapshot
+        .unwrap();
+    let mut group = c.benchmark_group("wide record (92 columns as fetched, 10 tracked)");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("serde_json parse only (baseline)", |b| {
+        b.iter(|| black_box(serde_json::from_str::<Value>(black_box(&page_text)).unwrap()))
+    });
+    group.bench_function("narrow parse only", |b| {
+        b.iter(|| {
+            black_box(pollbus::source::narrow::parse_page(
+                black_box(page_text.as_bytes()),
+                "/result",
+                &keep,
+            ))
+        })
+    });
+    group.bench_function(
+        "narrow parse + read + fingerprint compare, unchanged",
+        |b| {
+            b.iter(|| {
+                let (_, mut records) = pollbus::source::narrow::parse_page(
+                    black_box(page_text.as_bytes()),
+                    "/result",
+                    &keep,
+                )
+                .unwrap();
+                let r = wide_reader.read(records.pop().unwrap()).unwrap();
+                black_box(wide_detector.detect(&r, Some(&wide_snapshot), Phase::Steady))
+            })
+        },
+    );
     group.finish();
 
     let r = reader.read(changed.clone()).unwrap();

@@ -22,6 +22,7 @@
 pub mod client;
 pub mod concur;
 pub mod demo;
+pub mod narrow;
 pub mod resource;
 pub mod rest;
 pub mod revel;

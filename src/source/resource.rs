@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::narrow::RecordKeys;
 use crate::config::{ResourceConfig, SourceConfig};
 use crate::detect::{Detector, OnBehalfOfSource};
 use crate::formats::datefmt::{JavaDateFormat, Zone};
@@ -34,6 +35,9 @@ pub struct Resource {
     pub overlap: std::time::Duration,
     /// How far ahead of pollbus's clock a record date may move the cursor.
     pub max_clock_skew: std::time::Duration,
+    /// The top-level record keys this resource reads; vendors that return every column read
+    /// only these (see [`super::narrow`]).
+    pub record_keys: RecordKeys,
 }
 
 impl Resource {
@@ -84,11 +88,27 @@ impl Resource {
             },
             None => OnBehalfOfSource::None,
         };
-        let fields = r
+        let fields: Vec<(String, FieldPath)> = r
             .fields
             .iter()
             .map(|(name, vendor)| (name.clone(), path(vendor)))
             .collect();
+        let on_behalf_of_path = match &on_behalf_of {
+            OnBehalfOfSource::Field(p) => Some(p.clone()),
+            _ => None,
+        };
+        let record_keys = RecordKeys::of(
+            [Some(&reader.id), Some(&reader.updated)]
+                .into_iter()
+                .chain([
+                    reader.created.as_ref(),
+                    reader.class.as_ref(),
+                    reader.revision.as_ref(),
+                ])
+                .chain([on_behalf_of_path.as_ref()])
+                .flatten()
+                .chain(fields.iter().map(|(_, p)| p)),
+        );
         Resource {
             source: source.name.clone(),
             source_system: source.source_system.clone(),
@@ -101,6 +121,7 @@ impl Resource {
             page_size: source.page_size.unwrap_or(defaults.page_size),
             overlap: source.overlap,
             max_clock_skew: source.max_clock_skew,
+            record_keys,
         }
     }
 

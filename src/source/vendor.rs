@@ -118,9 +118,10 @@ pub struct JsonPage {
     pub records: Vec<Value>,
 }
 
-/// GETs `url`, parses the JSON body and takes the array at JSON `pointer` as the records. A
-/// body that is not JSON, or has no array there, is a [`SourceError`] naming the request and
-/// `expected`.
+/// GETs `url`, parses the JSON body and takes the array at JSON `pointer` as the records, each
+/// with only the keys the resource reads ([`Resource::record_keys`]; vendors whose listings all
+/// return the resource's own records use this). A body that is not JSON, or has no array
+/// there, is a [`SourceError`] naming the request and `expected`.
 pub async fn get_records(
     http: &HttpClient,
     resource: &Resource,
@@ -129,6 +130,15 @@ pub async fn get_records(
     expected: &str,
 ) -> Result<JsonPage, SourceError> {
     let response = http.get(url).await.map_err(|e| vendor_error(resource, e))?;
+    if let Some((body, records)) =
+        super::narrow::parse_page(&response.body, pointer, &resource.record_keys)
+    {
+        return Ok(JsonPage {
+            response,
+            body,
+            records,
+        });
+    }
     records_of(response, resource, url, pointer, expected)
 }
 
