@@ -61,6 +61,11 @@ struct Args {
     /// Also write the results as Markdown to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Keep pollbus's state in a fresh database on this PostgreSQL server (e.g.
+    /// `postgres://postgres@127.0.0.1:5432/test`) instead of SQLite; the state figure is then
+    /// the snapshot table with its indexes and TOAST plus the layouts table.
+    #[arg(long)]
+    postgres: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -204,6 +209,7 @@ fn free_port() -> Result<u16> {
 fn config(
     args: &Args,
     dir: &Path,
+    state_url: &str,
     sim: &ServiceNowSim,
     sink: &str,
     connection: Option<&str>,
@@ -224,7 +230,7 @@ fn config(
         .join(", ");
     format!(
         r#"[state]
-url = "sqlite://{state}"
+url = "{state_url}"
 [sink]
 {sink}
 {outbox}
@@ -248,7 +254,6 @@ auth = {{ kind = "basic", username = "admin", password = "admin" }}
   fields = {{ {fields} }}
   on_behalf_of = {{ field = "sys_updated_by" }}
 "#,
-        state = dir.join("state.db").display(),
         base = sim.base_url(),
         interval = humantime::format_duration(args.interval),
         page = args.page_size,
@@ -468,11 +473,20 @@ async fn run_pollbus(
     };
     let admin = free_port()?;
     let config_path = dir.path().join("pollbus.toml");
+    let pg = match &args.postgres {
+        Some(admin_url) => Some(PgState::create(admin_url).await?),
+        None => None,
+    };
+    let state_url = match &pg {
+        Some(pg) => pg.url.clone(),
+        None => format!("sqlite://{}", dir.path().join("state.db").display()),
+    };
     std::fs::write(
         &config_path,
         config(
             args,
             dir.path(),
+            &state_url,
             sim,
             sink,
             connection.as_deref(),
@@ -627,11 +641,17 @@ async fn run_pollbus(
         drop(seen);
         task.await?;
     }
-    let db = ["state.db", "state.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
-        .map(|m| m.len())
-        .sum();
+    let db = match &pg {
+        Some(pg) => pg.state_bytes().await?,
+        None => ["state.db", "state.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+            .map(|m| m.len())
+            .sum(),
+    };
+    if let Some(pg) = pg {
+        pg.drop().await;
+    }
     Ok(Run {
         n,
         sink: sink.to_string(),
@@ -639,4 +659,51 @@ async fn run_pollbus(
         total: exit.usage,
         state_bytes: db,
     })
+}
+
+/// A fresh PostgreSQL database for one run's state.
+struct PgState {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgState {
+    async fn create(admin: &str) -> Result<PgState> {
+        use sqlx::Connection;
+        let name = format!("pollbus_bench_{:08x}", rand::random::<u32>());
+        let mut conn = sqlx::PgConnection::connect(admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+        Ok(PgState {
+            admin: admin.to_string(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    /// The snapshot table (heap, TOAST, indexes) and the layouts table, after a VACUUM so
+    /// dead rows of updated snapshots are not counted as live state.
+    async fn state_bytes(&self) -> Result<u64> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+        sqlx::query("VACUUM snapshots").execute(&mut conn).await?;
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT pg_total_relation_size('snapshots') + pg_total_relation_size('snapshot_layouts')",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(bytes as u64)
+    }
+
+    async fn drop(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .execute(&mut conn)
+                .await;
+        }
+    }
 }
