@@ -18,6 +18,7 @@ use std::path::Path;
 pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use model::*;
 pub use secret::{Secret, SecretError, SecretRef};
+pub(crate) use validate::emulator_host;
 pub use vendor::{problem, VendorDefaults, VendorRegistry, VendorRules};
 
 /// One thing wrong with a configuration, at a config path such as
@@ -343,5 +344,39 @@ resources = [{ name = "c", entity = "c.", fields = { A = "a" }, deletes = "audit
         let err = c.resolve_secrets().unwrap_err().to_string();
         assert!(err.contains("\"mysql\""), "{err}");
         assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn the_development_emulator_takes_only_a_loopback_host_and_port() {
+        let with = |sink: &str| {
+            let text = MINIMAL.replace("[[sources]]", &format!("[sink]\n{sink}\n[[sources]]"));
+            match Config::parse(&text, "t.toml") {
+                Ok(_) => Vec::new(),
+                Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+            }
+        };
+        let ok = "kind = \"servicebus\"\nnamespace = \"127.0.0.1:5672\"\nuse_development_emulator = true";
+        assert_eq!(with(ok), Vec::<String>::new());
+        let ok = "kind = \"servicebus\"\nnamespace = \"localhost:40111\"\nuse_development_emulator = true\nidentity_ca_file = \"/ca.pem\"";
+        assert_eq!(with(ok), Vec::<String>::new());
+        for bad in [
+            "acme.servicebus.windows.net:5672",
+            "10.0.0.4:5672",
+            "127.0.0.1",
+        ] {
+            let problems = with(&format!(
+                "kind = \"servicebus\"\nnamespace = \"{bad}\"\nuse_development_emulator = true"
+            ));
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert!(problems[0].starts_with("sink.namespace:"), "{problems:?}");
+            assert!(problems[0].contains(bad), "{problems:?}");
+        }
+        let problems = with("kind = \"servicebus\"\nconnection_string = \"Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=s\"\nidentity_ca_file = \"/ca.pem\"");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("sink.identity_ca_file:")),
+            "{problems:?}"
+        );
     }
 }

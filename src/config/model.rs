@@ -104,6 +104,18 @@ pub struct ServiceBusConfig {
     /// The Entra ID credential used with `namespace`.
     #[serde(default)]
     pub credential: EntraCredential,
+    /// A PEM file of CA certificates that the Entra ID credential's HTTPS requests trust in
+    /// addition to the system's (the workload identity authority `AZURE_AUTHORITY_HOST`, the
+    /// managed identity endpoint). Unset by default; only for a private or test authority. It
+    /// never turns certificate verification off.
+    #[serde(default)]
+    pub identity_ca_file: Option<std::path::PathBuf>,
+    /// With `namespace`: connect with plain AMQP (no TLS) to a Service Bus emulator on this
+    /// machine, as `UseDevelopmentEmulator=true` does in a connection string. `namespace` is then
+    /// `host:port` with a loopback host (`127.0.0.1:5672`, `localhost:5672`); any other host
+    /// is refused. For testing Entra ID against a local emulator.
+    #[serde(default)]
+    pub use_development_emulator: bool,
     /// `amqp` (TCP 5671) or `amqp-websockets` (443, for networks that block 5671).
     #[serde(default)]
     pub transport: Transport,

@@ -150,9 +150,47 @@ fn validate_sink(sink: &SinkConfig, p: &mut Problems) {
             ),
             _ => {}
         }
+        if sb.namespace.is_none() && sb.identity_ca_file.is_some() {
+            p.push(
+                "sink.identity_ca_file",
+                "only used with namespace (Entra ID); remove it or set namespace",
+            );
+        }
+        if sb.use_development_emulator {
+            match sb.namespace.as_deref().map(emulator_host) {
+                Some(Ok(())) => {}
+                Some(Err(why)) => p.push("sink.namespace", why),
+                None => p.push(
+                    "sink.use_development_emulator",
+                    "only used with namespace (a connection string says UseDevelopmentEmulator=true itself)",
+                ),
+            }
+        }
         if sb.max_batch_bytes.is_some_and(|b| b < 1024) {
             p.push("sink.max_batch_bytes", "below 1024 bytes");
         }
+    }
+}
+
+/// Whether `namespace` is `host:port` on a loopback host, as `use_development_emulator`
+/// requires (tokens are sent without TLS, so never off this machine).
+pub(crate) fn emulator_host(namespace: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "{namespace:?} must be host:port on a loopback host (127.0.0.1:5672, localhost:5672) with use_development_emulator"
+        )
+    };
+    let (host, port) = namespace.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(bad())
     }
 }
 

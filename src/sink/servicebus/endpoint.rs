@@ -38,8 +38,18 @@ impl Endpoint {
                     (cs.host, cs.port, cs.emulator, credentials)
                 }
                 (None, Some(ns)) => {
-                    let credentials = Credentials::entra(&config.credential).map_err(err)?;
-                    (ns.clone(), None, false, credentials)
+                    if config.use_development_emulator {
+                        crate::config::emulator_host(ns).map_err(err)?;
+                    }
+                    let credentials =
+                        Credentials::entra(&config.credential, config.identity_ca_file.as_deref())
+                            .map_err(err)?;
+                    if config.use_development_emulator {
+                        let (host, port) = ns.rsplit_once(':').unwrap_or((ns, ""));
+                        (host.to_string(), port.parse().ok(), true, credentials)
+                    } else {
+                        (ns.clone(), None, false, credentials)
+                    }
                 }
                 (None, None) => return Err(err("set connection_string or namespace".into())),
             };

@@ -1,6 +1,7 @@
 //! The connection cache: one connection and session with its `$cbs` node, opened lazily and
 //! closed after a failure, and one sender link per topic, attached on first use, reused, and
-//! re-authorized before its token expires.
+//! re-authorized before its token expires: by the sink's renewal task (`mod.rs`) whether or not
+//! anything is sent, and by [`Link::sender`] itself when a send finds the token due.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -11,7 +12,6 @@ use azure_core_amqp::{
 };
 
 use super::classify::classify;
-use super::credentials::TOKEN_LIFETIME;
 use super::endpoint::Endpoint;
 use crate::sink::SinkError;
 
@@ -36,6 +36,14 @@ pub(super) struct TopicSender {
     pub max_message_size: u64,
     /// When the token put to `$cbs` for the topic expires.
     token_expiry: SystemTime,
+    /// When to put a fresh token (`None`: never, a fixed SAS signature).
+    renew_at: Option<SystemTime>,
+}
+
+impl TopicSender {
+    fn due(&self, now: SystemTime) -> bool {
+        self.renew_at.is_some_and(|at| now >= at)
+    }
 }
 
 /// Selects rustls's process-wide crypto provider once: the dependency graph enables both `ring`
@@ -109,31 +117,55 @@ impl Link {
         }
     }
 
-    /// The sender of `topic`: attached and authorized on first use, re-authorized when its
-    /// token has less than a quarter of its lifetime left.
+    /// The topics whose token is due for renewal at `now`.
+    pub(super) fn due(&self, now: SystemTime) -> Vec<String> {
+        self.senders
+            .iter()
+            .filter(|(_, s)| s.due(now))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// When the earliest renewal is due, if any sender has one.
+    pub(super) fn next_renewal(&self) -> Option<SystemTime> {
+        self.senders.values().filter_map(|s| s.renew_at).min()
+    }
+
+    /// Puts a fresh token for `topic`'s sender.
+    pub(super) async fn renew(
+        &mut self,
+        endpoint: &Endpoint,
+        topic: &str,
+    ) -> Result<(), SinkError> {
+        let grant = self.authorize(endpoint, topic).await?;
+        if let Some(s) = self.senders.get_mut(topic) {
+            tracing::debug!(
+                topic,
+                expires_in = ?grant.expiry.duration_since(SystemTime::now()).unwrap_or_default(),
+                previous_expired = s.token_expiry <= SystemTime::now(),
+                "token renewed"
+            );
+            s.token_expiry = grant.expiry;
+            s.renew_at = grant.renew_at;
+        }
+        Ok(())
+    }
+
+    /// The sender of `topic`: attached and authorized on first use, re-authorized first when
+    /// its token is due for renewal (half its lifetime has passed) and the renewal task has
+    /// not done it yet.
     pub(super) async fn sender(
         &mut self,
         endpoint: &Endpoint,
         topic: &str,
     ) -> Result<&TopicSender, SinkError> {
-        let renew_before = TOKEN_LIFETIME / 4;
-        let expiring = self.senders.get(topic).map(|s| {
-            s.token_expiry
-                .duration_since(SystemTime::now())
-                .unwrap_or_default()
-                < renew_before
-        });
-        match expiring {
+        let now = SystemTime::now();
+        match self.senders.get(topic).map(|s| s.due(now)) {
             Some(false) => {}
-            Some(true) => {
-                let expiry = self.authorize(endpoint, topic).await?;
-                if let Some(s) = self.senders.get_mut(topic) {
-                    s.token_expiry = expiry;
-                }
-            }
+            Some(true) => self.renew(endpoint, topic).await?,
             None => {
                 tracing::debug!(topic, "authorizing");
-                let expiry = self.authorize(endpoint, topic).await?;
+                let grant = self.authorize(endpoint, topic).await?;
                 tracing::debug!(topic, "attaching a sender");
                 let sender = AmqpSender::new();
                 sender
@@ -144,7 +176,10 @@ impl Link {
                         None,
                     )
                     .await
-                    .map_err(|e| classify(topic, "attaching a sender to", &e))?;
+                    .map_err(|e| {
+                        let e = classify(topic, "attaching a sender to", &e);
+                        endpoint.credentials.explain(e)
+                    })?;
                 let max_message_size = sender
                     .max_message_size()
                     .await
@@ -157,7 +192,8 @@ impl Link {
                     TopicSender {
                         sender,
                         max_message_size,
-                        token_expiry: expiry,
+                        token_expiry: grant.expiry,
+                        renew_at: grant.renew_at,
                     },
                 );
             }

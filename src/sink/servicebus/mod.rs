@@ -2,8 +2,12 @@
 //! Bus layer of our own (see design.md → Key decisions). One file per role:
 //!
 //! - `endpoint.rs`: the namespace URL and transport the configuration describes;
-//! - `credentials.rs`: claims-based security, a SAS token (`sas.rs`) or an Entra ID token put
-//!   to `$cbs` per topic, renewed before it expires;
+//! - `credentials.rs`: claims-based security, a SAS token (`sas.rs`) or an Entra ID token
+//!   (`entra.rs`: workload identity, managed identity, developer login) put to `$cbs` per
+//!   topic;
+//! - renewal: a task on the AMQP thread puts a fresh token for each topic once half of its
+//!   token's lifetime has passed, whether or not anything is being sent (Service Bus detaches
+//!   a link whose token expired; Microsoft's SDKs renew on a timer too);
 //! - `link.rs`: one connection and session, opened lazily and re-opened after a failure (the
 //!   publisher's backoff paces the reconnects), and one sender link per topic, created on first
 //!   use and reused;
@@ -25,12 +29,14 @@ mod classify;
 mod credentials;
 pub mod dlq;
 mod endpoint;
+mod entra;
 mod link;
 mod mapping;
 mod runtime;
 pub mod sas;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use azure_core_amqp::{AmqpMessage, AmqpSendOutcome, AmqpSenderApis};
@@ -52,8 +58,16 @@ use link::Link;
 /// ([`runtime`] explains why).
 pub struct ServiceBusSink {
     core: Arc<SinkCore>,
+    /// The token renewal task (ends when the sink is dropped).
+    _renewal: tokio_util::task::AbortOnDropHandle<()>,
     runtime: AmqpRuntime,
 }
+
+/// How often the renewal task looks for tokens due at the latest.
+const RENEWAL_CHECK: Duration = Duration::from_millis(250);
+/// The renewal task's wait after a failure: doubling from the first to the second.
+const RENEWAL_RETRY_MIN: Duration = Duration::from_secs(1);
+const RENEWAL_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The connection state and the publishing logic, used on the AMQP thread only.
 struct SinkCore {
@@ -75,8 +89,11 @@ impl ServiceBusSink {
             kind: "servicebus",
             message: format!("cannot start the Service Bus client thread: {e}"),
         })?;
+        let core = Arc::new(core);
+        let renewal = runtime.spawn(core.clone().renew_tokens());
         Ok(ServiceBusSink {
-            core: Arc::new(core),
+            core,
+            _renewal: renewal,
             runtime,
         })
     }
@@ -169,6 +186,78 @@ impl SinkCore {
         }
     }
 
+    /// Renews each topic's token once half its lifetime has passed, for as long as the sink
+    /// lives. The token is fetched before the link is locked (a slow authority never holds up
+    /// a send), then put to `$cbs` for every due topic. After a failure it waits (1 s, doubling
+    /// up to 30 s) and tries again; a put-token that failed also closes the connection, as any
+    /// failed attempt does, so the next send starts over and reports what is wrong.
+    async fn renew_tokens(self: Arc<Self>) {
+        let mut retry = RENEWAL_RETRY_MIN;
+        loop {
+            let next = {
+                let guard = self.link.lock().await;
+                guard.as_ref().and_then(Link::next_renewal)
+            };
+            let wait = next
+                .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
+                .unwrap_or(RENEWAL_CHECK)
+                .min(RENEWAL_CHECK);
+            tokio::time::sleep(wait).await;
+            match self.renew_due().await {
+                Ok(()) => retry = RENEWAL_RETRY_MIN,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?retry, "token renewal failed");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(RENEWAL_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Puts a fresh token for every topic whose token is due.
+    async fn renew_due(&self) -> Result<(), SinkError> {
+        let due = {
+            let guard = self.link.lock().await;
+            guard
+                .as_ref()
+                .map(|l| l.due(SystemTime::now()))
+                .unwrap_or_default()
+        };
+        if due.is_empty() {
+            return Ok(());
+        }
+        let endpoint = self.endpoint();
+        endpoint
+            .credentials
+            .prefetch()
+            .await
+            .map_err(|e| e.for_topic(&due.join(", ")))?;
+        for topic in due {
+            let mut guard = self.link.lock().await;
+            let Some(link) = guard.as_mut() else {
+                return Ok(()); // closed meanwhile: the next send authorizes anew
+            };
+            if !link.due(SystemTime::now()).contains(&topic) {
+                continue; // a send renewed it meanwhile
+            }
+            let renewed =
+                tokio::time::timeout(self.config.send_timeout, link.renew(&endpoint, &topic))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(SinkError::transient(format!(
+                            "renewing the token of topic {topic} timed out"
+                        )))
+                    });
+            if let Err(e) = renewed {
+                if let Some(link) = guard.take() {
+                    link.close().await;
+                }
+                return Err(endpoint.credentials.explain(e));
+            }
+        }
+        Ok(())
+    }
+
     /// The open link, connecting first (within `send_timeout`) when there is none.
     async fn ensure_link<'a>(
         &self,
@@ -239,7 +328,13 @@ impl SinkCore {
             match outcome {
                 Ok(AmqpSendOutcome::Accepted) => {}
                 Ok(other) => return Err(at_index(from_outcome(topic, &other), index)),
-                Err(e) => return Err(at_index(classify(topic, "sending to", &e), index)),
+                Err(e) => {
+                    let e = self
+                        .endpoint()
+                        .credentials
+                        .explain(classify(topic, "sending to", &e));
+                    return Err(at_index(e, index));
+                }
             }
         }
         Ok(())

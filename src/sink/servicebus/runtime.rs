@@ -56,6 +56,15 @@ impl AmqpRuntime {
         })
     }
 
+    /// Runs `work` on this runtime in the background until it ends or the returned handle is
+    /// dropped.
+    pub fn spawn<F>(&self, work: F) -> AbortOnDropHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        AbortOnDropHandle::new(self.handle.spawn(work))
+    }
+
     /// Runs `work` on this runtime and waits for it. Dropping the returned future cancels the
     /// work (nothing keeps running on the AMQP thread after its caller gave up).
     pub async fn run<F, T>(&self, work: F) -> Result<T, RuntimeStopped>

@@ -29,6 +29,7 @@ use crate::{
     address::{self, Address},
     broker::{Broker, BrokerError, EntityRef, Node, ReceiveMode, Settlement},
     codec::{self, CodecError, RawFrame},
+    entra::Rights,
     management::{self, as_str, Reply},
     message::{AmqpMessage, BATCH_MESSAGE_FORMAT},
     sas,
@@ -49,6 +50,50 @@ const MAX_LINKS: usize = 256;
 const MAX_UNSETTLED: usize = 10_000;
 /// Queued replies per link.
 const MAX_PENDING_REPLIES: usize = 1_000;
+
+/// What one accepted `$cbs` token allows, until when.
+#[derive(Debug)]
+struct Grant {
+    /// The entity path the token was put for (normalized); it covers the entities below it.
+    entity: String,
+    /// Expiry (unix seconds).
+    expires_at: u64,
+    /// The SAS key generation that signed it (`None` for Entra ID tokens, which no SAS key
+    /// rotation revokes).
+    key_epoch: Option<u64>,
+    /// What it allows: everything for the root SAS key, the identity's roles for Entra ID.
+    rights: Rights,
+}
+
+/// The right a link needs.
+#[derive(Debug, Clone, Copy)]
+enum Need {
+    /// A sender to a queue or topic.
+    Send,
+    /// A receiver from a queue or subscription.
+    Listen,
+    /// A management node: any right.
+    Any,
+}
+
+impl Need {
+    fn met_by(self, rights: Rights) -> bool {
+        match self {
+            Need::Send => rights.send || rights.manage,
+            Need::Listen => rights.listen || rights.manage,
+            Need::Any => rights.any(),
+        }
+    }
+
+    /// The claim Service Bus names when it is missing.
+    fn claim(self) -> &'static str {
+        match self {
+            Need::Send => "Send",
+            Need::Listen => "Listen",
+            Need::Any => "Manage,EntityRead",
+        }
+    }
+}
 
 /// An AMQP error. `info` is always present (empty): pyamqp indexes all three fields.
 fn err(condition: &str, description: impl Into<String>) -> definitions::Error {
@@ -137,9 +182,8 @@ struct Connection {
     peer: String,
     remote_max_frame: u32,
     sessions: HashMap<u16, Session>,
-    /// Authorized entity paths (normalized) with expiry (unix seconds).
-    /// (entity, expiry, key epoch) of each accepted token.
-    grants: Vec<(String, u64, u64)>,
+    /// What each accepted token allows.
+    grants: Vec<Grant>,
     last_write: Instant,
     idle_send: Option<Duration>,
 }
@@ -424,12 +468,16 @@ impl Connection {
         self.send(channel, &reply).await
     }
 
-    fn authorized(&self, path: &str) -> bool {
+    /// Whether a token in force grants `need` on `path` (normalized).
+    fn authorized(&self, path: &str, need: Need) -> bool {
         let now = crate::broker::now_ms() as u64 / 1000;
         let epoch = self.settings.rotation.epoch();
-        self.grants
-            .iter()
-            .any(|(g, exp, e)| *exp > now && *e == epoch && address::covers(g, path))
+        self.grants.iter().any(|g| {
+            g.expires_at > now
+                && g.key_epoch.is_none_or(|e| e == epoch)
+                && address::covers(&g.entity, path)
+                && need.met_by(g.rights)
+        })
     }
 
     async fn refuse_attach(
@@ -558,7 +606,7 @@ impl Connection {
                         )
                         .await;
                 }
-                if !self.authorized(&address::normalize(&node)) {
+                if !self.authorized(&address::normalize(&node), Need::Any) {
                     return self.refuse_attach(channel, attach, local_handle, err("amqp:unauthorized-access", "Unauthorized access. 'Manage,EntityRead' claim(s) are required to perform this operation.")).await;
                 }
                 if client_sends {
@@ -593,8 +641,24 @@ impl Connection {
                         )
                         .await;
                 }
-                if !self.authorized(&address::normalize(&node)) {
-                    return self.refuse_attach(channel, attach, local_handle, err("amqp:unauthorized-access", "Unauthorized access. 'Send,Listen' claim(s) are required to perform this operation.")).await;
+                let need = if client_sends {
+                    Need::Send
+                } else {
+                    Need::Listen
+                };
+                if !self.authorized(&address::normalize(&node), need) {
+                    let description = format!(
+                        "Unauthorized access. '{}' claim(s) are required to perform this operation. Resource: '{node}'.",
+                        need.claim()
+                    );
+                    return self
+                        .refuse_attach(
+                            channel,
+                            attach,
+                            local_handle,
+                            err("amqp:unauthorized-access", description),
+                        )
+                        .await;
                 }
                 if client_sends {
                     LinkKind::Inbound { key: path.clone() }
@@ -1073,11 +1137,13 @@ impl Connection {
                         &address::normalize(&name),
                     ) =>
                 {
-                    self.grants.push((
-                        address::normalize(&name),
-                        claims.expires_at,
-                        self.settings.rotation.epoch(),
-                    ));
+                    self.grants.push(Grant {
+                        entity: address::normalize(&name),
+                        expires_at: claims.expires_at,
+                        key_epoch: Some(self.settings.rotation.epoch()),
+                        rights: Rights::ALL,
+                    });
+                    self.settings.cbs.count(&self.settings.cbs.sas_accepted);
                     Reply {
                         status: 202,
                         description: "Accepted".into(),
@@ -1099,18 +1165,7 @@ impl Connection {
                 },
             }
         } else if token_type == "jwt" && !token.is_empty() {
-            // Entra ID tokens are accepted without validation (no identity provider here).
-            self.grants.push((
-                address::normalize(&name),
-                now + 3600,
-                self.settings.rotation.epoch(),
-            ));
-            Reply {
-                status: 202,
-                description: "Accepted".into(),
-                condition: None,
-                body: None,
-            }
+            self.put_jwt(&name, &token)
         } else {
             Reply {
                 status: 401,
@@ -1119,14 +1174,57 @@ impl Connection {
                 body: None,
             }
         };
+        if reply.status != 202 && token.starts_with(sas::SAS_PREFIX) {
+            self.settings.cbs.count(&self.settings.cbs.sas_refused);
+        }
         if self.grants.len() > 10_000 {
-            self.grants.retain(|(_, exp, _)| *exp > now);
+            self.grants.retain(|g| g.expires_at > now);
             self.grants.truncate(10_000);
         }
         tracing::debug!(peer = %self.peer, audience = %name, token_type, status = reply.status, "cbs put-token");
         let bytes =
             management::response_message(&req, "status-code", "status-description", &reply).ok()?;
         Some((req, bytes))
+    }
+
+    /// A `jwt` put-token: an Entra ID access token validated against the namespace's authority
+    /// (`entra.rs`); refused when the namespace trusts none. A valid token is accepted whatever
+    /// roles its identity holds: the rights are checked when a link attaches.
+    fn put_jwt(&mut self, name: &str, token: &str) -> Reply {
+        let cbs = self.settings.cbs.clone();
+        let refuse = |description: String| {
+            cbs.count(&cbs.jwt_refused);
+            Reply {
+                status: 401,
+                description,
+                condition: None,
+                body: None,
+            }
+        };
+        let Some(entra) = self.settings.entra.clone() else {
+            return refuse("InvalidIssuer: this namespace trusts no Entra ID authority.".into());
+        };
+        match entra.validate(token) {
+            Ok(claims) => {
+                let entity = address::normalize(name);
+                let rights = entra.rights(&claims.oid, &entity);
+                tracing::debug!(peer = %self.peer, entity, oid = %claims.oid, ?rights, "entra token accepted");
+                self.grants.push(Grant {
+                    entity,
+                    expires_at: claims.expires_at,
+                    key_epoch: None,
+                    rights,
+                });
+                cbs.count(&cbs.jwt_accepted);
+                Reply {
+                    status: 202,
+                    description: "Accepted".into(),
+                    condition: None,
+                    body: None,
+                }
+            }
+            Err(e) => refuse(e.to_string()),
+        }
     }
 
     /// Sends a reply on the replies link matching the request's reply-to (or the node).
@@ -1177,13 +1275,13 @@ impl Connection {
         let mut expired = Vec::new();
         for (c, s) in &self.sessions {
             for (h, l) in &s.links {
-                let guarded = matches!(
-                    l.kind,
-                    LinkKind::Inbound { .. }
-                        | LinkKind::Outbound { .. }
-                        | LinkKind::ManagementRequests { .. }
-                );
-                if guarded && !self.authorized(&address::normalize(&l.node)) {
+                let need = match l.kind {
+                    LinkKind::Inbound { .. } => Need::Send,
+                    LinkKind::Outbound { .. } => Need::Listen,
+                    LinkKind::ManagementRequests { .. } => Need::Any,
+                    LinkKind::CbsRequests | LinkKind::Replies => continue,
+                };
+                if !self.authorized(&address::normalize(&l.node), need) {
                     expired.push((*c, *h));
                 }
             }
@@ -1202,7 +1300,7 @@ impl Connection {
             tracing::debug!(peer = %self.peer, link = %l.name, "token expired; detaching link");
             let e = err(
                 "amqp:unauthorized-access",
-                "The token has expired or its key was regenerated.",
+                "The token has expired, its key was regenerated or its identity lost its role.",
             );
             let detach = Detach {
                 handle: Handle(l.local_handle),

@@ -17,6 +17,7 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod entra;
 pub mod management;
 pub mod message;
 pub mod normalize;
@@ -27,5 +28,6 @@ pub mod sql;
 
 pub use broker::{Broker, EntityCounts, EntityRef, ReceiveMode, Settlement};
 pub use config::Config;
+pub use entra::{EntraAuth, Role};
 pub use message::AmqpMessage;
-pub use server::{Emulator, ServerSettings, StartError};
+pub use server::{CbsCounts, CbsSnapshot, Emulator, ServerSettings, StartError};

@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         key: args.shared_access_key,
         rotation: Default::default(),
         max_message_size: args.max_message_size,
+        ..Default::default()
     };
     let mut emulator = Emulator::start_on(config, settings, args.listen).await?;
     println!("listening on {}", emulator.addr());

@@ -1,6 +1,13 @@
 //! The TCP listener and the public handle tests use to start, stop, restart and inspect it.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
@@ -8,6 +15,7 @@ use crate::{
     address::{self, Address},
     broker::{Broker, BrokerError, EntityCounts, EntityRef, ReceiveMode},
     config::{Config, ConfigError},
+    entra::EntraAuth,
     message::AmqpMessage,
 };
 
@@ -31,6 +39,54 @@ pub struct ServerSettings {
     pub max_message_size: u64,
     /// The key after [`Emulator::rotate_key`], shared by every connection.
     pub rotation: Arc<KeyRotation>,
+    /// The Entra ID authority the namespace trusts for `jwt` put-tokens, with its role
+    /// assignments; `None` refuses every `jwt` token that is not a SAS token.
+    pub entra: Option<Arc<EntraAuth>>,
+    /// `$cbs` put-tokens seen, by kind and answer (shared by every connection).
+    pub cbs: Arc<CbsCounts>,
+}
+
+/// `$cbs` put-tokens answered since the emulator started, by kind and answer.
+#[derive(Debug, Default)]
+pub struct CbsCounts {
+    /// SAS tokens accepted.
+    pub sas_accepted: AtomicU64,
+    /// SAS tokens refused.
+    pub sas_refused: AtomicU64,
+    /// Entra ID tokens (`jwt`) accepted.
+    pub jwt_accepted: AtomicU64,
+    /// Entra ID tokens (`jwt`) refused.
+    pub jwt_refused: AtomicU64,
+}
+
+impl CbsCounts {
+    /// Adds one to `counter` (one of this struct's fields).
+    pub fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The counts now: (sas accepted, sas refused, jwt accepted, jwt refused).
+    pub fn snapshot(&self) -> CbsSnapshot {
+        CbsSnapshot {
+            sas_accepted: self.sas_accepted.load(Ordering::SeqCst),
+            sas_refused: self.sas_refused.load(Ordering::SeqCst),
+            jwt_accepted: self.jwt_accepted.load(Ordering::SeqCst),
+            jwt_refused: self.jwt_refused.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// A copy of [`CbsCounts`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CbsSnapshot {
+    /// SAS tokens accepted.
+    pub sas_accepted: u64,
+    /// SAS tokens refused.
+    pub sas_refused: u64,
+    /// Entra ID tokens accepted.
+    pub jwt_accepted: u64,
+    /// Entra ID tokens refused.
+    pub jwt_refused: u64,
 }
 
 /// A regenerated SAS key: tokens signed with the previous one are refused from then on, and
@@ -65,6 +121,8 @@ impl Default for ServerSettings {
             key: DEFAULT_KEY.into(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             rotation: Arc::default(),
+            entra: None,
+            cbs: Arc::default(),
         }
     }
 }
@@ -167,6 +225,16 @@ impl Emulator {
             .rotation
             .epoch
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The Entra ID trust given in the settings (to assign and revoke roles while it runs).
+    pub fn entra(&self) -> Option<&Arc<EntraAuth>> {
+        self.settings.entra.as_ref()
+    }
+
+    /// The `$cbs` put-tokens answered so far.
+    pub fn cbs_counts(&self) -> CbsSnapshot {
+        self.settings.cbs.snapshot()
     }
 
     /// The broker (in-process access to entities).

@@ -62,10 +62,16 @@ impl RunningPollbus {
     /// Starts `bin run --config pollbus.toml` in `dir` (`RUST_LOG=info`) and waits for the
     /// admin server's log line. Panics, with what it logged, when it exits before serving.
     pub fn start(bin: &str, dir: &Path) -> RunningPollbus {
+        Self::start_with_env(bin, dir, &[])
+    }
+
+    /// [`RunningPollbus::start`] with `env` added to the process's environment.
+    pub fn start_with_env(bin: &str, dir: &Path, env: &[(String, String)]) -> RunningPollbus {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(bin)
             .args(["run", "--config", "pollbus.toml"])
             .current_dir(dir)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

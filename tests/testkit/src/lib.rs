@@ -7,10 +7,13 @@
 //! - [`scripted::ScriptedSource`]: an ordered, keyset-paged vendor in memory;
 //! - [`schema`]: message checks against the committed JSON Schemas;
 //! - [`cli`]: running the `pollbus` binary and reading its admin endpoints;
-//! - [`subscriber`]: Microsoft's Python Service Bus SDK as the subscriber.
+//! - [`subscriber`]: Microsoft's Python Service Bus SDK as the subscriber;
+//! - [`entra`]: a local Entra ID authority (workload identity token endpoint, JWKS) and IMDS
+//!   managed identity endpoint.
 
 pub mod cli;
 pub mod concur;
+pub mod entra;
 pub mod harness;
 pub mod rest;
 pub mod revel;
