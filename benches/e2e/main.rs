@@ -641,13 +641,13 @@ async fn run_pollbus(
         drop(seen);
         task.await?;
     }
-    let db = match &pg {
-        Some(pg) => pg.state_bytes().await?,
-        None => ["state.db", "state.db-wal"]
-            .iter()
-            .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
-            .map(|m| m.len())
-            .sum(),
+    let size = |f: &str| std::fs::metadata(dir.path().join(f)).map_or(0, |m| m.len());
+    let (db, wal) = match &pg {
+        Some(pg) => (pg.state_bytes().await?, 0),
+        None => (
+            size("state.db") + size("state.db-wal"),
+            size("state.db-wal"),
+        ),
     };
     if let Some(pg) = pg {
         pg.drop().await;
@@ -658,6 +658,7 @@ async fn run_pollbus(
         phases,
         total: exit.usage,
         state_bytes: db,
+        wal_bytes: wal,
     })
 }
 
@@ -701,9 +702,12 @@ impl PgState {
     async fn drop(self) {
         use sqlx::Connection;
         if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-                .execute(&mut conn)
-                .await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct Run {
     pub total: Usage,
     /// The SQLite state file(s) at exit.
     pub state_bytes: u64,
+    /// Of which the SQLite write-ahead log (transient: checkpointed into the file, not removed
+    /// when pollbus stops); 0 with PostgreSQL.
+    pub wal_bytes: u64,
 }
 
 impl Run {
@@ -104,10 +107,12 @@ pub fn print_run(run: &Run) {
         );
     }
     eprintln!(
-        "   whole process: cpu {:.2} s, peak RSS {}, state {}",
+        "   whole process: cpu {:.2} s, peak RSS {}, state {} (write-ahead log {}; {} bytes per record without it)",
         run.total.cpu_s,
         mb(run.total.peak_rss),
-        mb(run.state_bytes)
+        mb(run.state_bytes),
+        mb(run.wal_bytes),
+        (run.state_bytes - run.wal_bytes) / (run.n.max(1) as u64)
     );
 }
 
