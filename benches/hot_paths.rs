@@ -140,16 +140,6 @@ fn benches(c: &mut Criterion) {
     group.bench_function("serde_json parse only (baseline)", |b| {
         b.iter(|| black_box(serde_json::from_str::<Value>(black_box(&text)).unwrap()))
     });
-    // Candidates for the page parser, into the same serde_json::Value the rest of pollbus uses.
-    group.bench_function("sonic-rs parse into serde_json::Value", |b| {
-        b.iter(|| black_box(sonic_rs::from_str::<Value>(black_box(&text)).unwrap()))
-    });
-    group.bench_function("simd-json parse into serde_json::Value", |b| {
-        b.iter(|| {
-            let mut bytes = black_box(text.as_bytes()).to_vec();
-            black_box(simd_json::serde::from_slice::<Value>(&mut bytes).unwrap())
-        })
-    });
     group.bench_function("parse + read + fingerprint compare, unchanged", |b| {
         b.iter(|| {
             let raw: Value = serde_json::from_str(black_box(&text)).unwrap();
