@@ -212,7 +212,8 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let ctx = SourceContext {
             clock: clock.clone(),
-            store: store.clone(),
+            tokens: store.clone(),
+            budget: store.clone(),
             metrics: Some(metrics.clone()),
         };
         let mut pollers = Vec::new();

@@ -716,9 +716,8 @@ fn sigterm_exits_within_the_grace_even_when_the_broker_hangs() {
 
 /// `poll-once --dry-run` prints what a poll would publish and writes nothing: on a fresh
 /// directory it prints every record the demo vendor has (as first seen) and creates no state
-/// file; after a real poll it leaves the state's content (cursor, snapshots, outbox, dead
-/// letters: what `state show` reports) unchanged and the sink untouched. (Not byte-identical:
-/// opening the file may checkpoint its write-ahead log of already committed pages.)
+/// file; after a real poll it leaves the state file byte-identical (and its write-ahead log),
+/// what `state show` reports unchanged, and the sink untouched.
 #[test]
 fn poll_once_dry_run_prints_the_messages_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -768,6 +767,26 @@ fn poll_once_dry_run_prints_the_messages_and_writes_nothing() {
         text(&out.stdout)
     };
     let (state_before, sink_before) = (show(), std::fs::read(&sink).unwrap());
+    // The state file and its write-ahead log, byte for byte (the -shm index is SQLite's
+    // shared memory, which readers write).
+    let files = || {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.to_string_lossy().ends_with("-shm"))
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    let bytes_before = files();
+    assert!(
+        bytes_before
+            .iter()
+            .any(|(name, b)| name.ends_with(".db") && !b.is_empty()),
+        "{:?}",
+        bytes_before.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
     std::thread::sleep(Duration::from_millis(1500)); // the demo changes records meanwhile
     let out = dry();
     let err = text(&out.stderr);
@@ -775,6 +794,10 @@ fn poll_once_dry_run_prints_the_messages_and_writes_nothing() {
     assert!(
         err.contains("nothing was written to the state store"),
         "{err}"
+    );
+    assert!(
+        files() == bytes_before,
+        "the state file changed under a dry run"
     );
     assert_eq!(show(), state_before, "state unchanged");
     assert_eq!(std::fs::read(&sink).unwrap(), sink_before, "sink untouched");

@@ -728,7 +728,8 @@ auth = {{ kind = "oauth2", client_id = "{id}", client_secret = "{secret}", refre
             sc,
             &pollbus::source::SourceContext {
                 clock: Arc::new(SystemClock),
-                store,
+                tokens: store.clone(),
+                budget: store,
                 metrics: None,
             },
         )

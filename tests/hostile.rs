@@ -321,7 +321,8 @@ async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
 fn ctx(store: &Arc<dyn Store>) -> SourceContext {
     SourceContext {
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
-        store: store.clone(),
+        tokens: store.clone(),
+        budget: store.clone(),
         metrics: None,
     }
 }

@@ -173,6 +173,43 @@ async fn a_sqlite_state_file_of_the_previous_version_converts_without_publishing
     assert!(after <= before, "compacted: {before} → {after} bytes");
 }
 
+/// A dry run never migrates: on a state file of the previous version it is refused with what to
+/// run first, and the file keeps every byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_refuses_a_state_file_of_the_previous_version_and_leaves_it_alone() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.db");
+    let legacy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/legacy-state/state.db"
+    );
+    std::fs::copy(legacy, &file).unwrap();
+    std::fs::write(
+        dir.path().join("pollbus.toml"),
+        config(sim.base_url(), "sqlite://state.db"),
+    )
+    .unwrap();
+    let out = pollbus(
+        BIN,
+        Some(dir.path()),
+        &["poll-once", "--config", "pollbus.toml", "--dry-run"],
+        &[],
+    );
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "its schema is version 6, this pollbus uses 7; run it once without --dry-run"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read(&file).unwrap() == std::fs::read(legacy).unwrap(),
+        "the file is untouched"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_state_of_the_previous_version_converts_without_publishing() {
     let sim = simulator().await;

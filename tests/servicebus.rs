@@ -114,7 +114,8 @@ impl E2e {
             sc,
             &SourceContext {
                 clock: clock.clone(),
-                store: store.clone(),
+                tokens: store.clone(),
+                budget: store.clone(),
                 metrics: None,
             },
         )

@@ -13,7 +13,7 @@ use pollbus::config::Config;
 use pollbus::contract::TraceContext;
 use pollbus::poll::{PollReport, Poller};
 use pollbus::source::{Resource, SourceContext};
-use pollbus::store::dry_run::DryRunStore;
+use pollbus::store::dry_run::{DryRunStore, DryRunTokens};
 
 /// Polls once and reports the counts on stderr. Exit 1 when a poll failed or messages are
 /// left in the outbox.
@@ -89,19 +89,25 @@ fn rand_suffix() -> u32 {
 /// `poll-once --dry-run`: polls each resource (or one) once against the real vendor and the real
 /// state, keeps every write in memory ([`DryRunStore`]), prints the messages a real poll would
 /// publish on stdout (one JSON line each, the `stdout` sink's format) and a summary on stderr.
-/// Nothing is written to the state store's snapshots, cursors or outbox, and the sink is not
-/// used; OAuth tokens a vendor login yields are stored as usual (they are credentials, not
-/// change data). Deletes by reconciliation are not computed. Exit 1 when a poll failed.
+/// Nothing is written to the state store: a SQLite file is opened read-only (it keeps every
+/// byte), OAuth tokens a vendor login yields are kept in memory for the run, the shared request
+/// budget is not drawn from, and the sink is not used. Deletes by reconciliation are not
+/// computed. Exit 1 when a poll failed.
 pub async fn dry_run(config: Config, resource: Option<&str>) -> anyhow::Result<ExitCode> {
     let state = DryState::for_url(config.state.url.expose());
-    let store = pollbus::store::open(&state.url)
-        .await
-        .context("cannot open the state store")?;
+    let store = match state.scratch {
+        // a scratch file is new: created and migrated like any state file
+        Some(_) => pollbus::store::open(&state.url).await,
+        None => pollbus::store::open_read_only(&state.url).await,
+    }
+    .context("cannot open the state store")?;
     let dry = Arc::new(DryRunStore::new(store.clone()));
+    let tokens = Arc::new(DryRunTokens::new(store.clone()));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ctx = SourceContext {
         clock: clock.clone(),
-        store,
+        tokens: tokens.clone(),
+        budget: tokens,
         metrics: None,
     };
     let mut report = PollReport::default();

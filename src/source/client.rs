@@ -89,7 +89,7 @@ pub fn http_client(
                             _ => None,
                         },
                     },
-                    Arc::new(StoreTokenCache::new(ctx.store.clone())),
+                    Arc::new(StoreTokenCache::new(ctx.tokens.clone())),
                     ctx.clock.clone(),
                     config.request_timeout,
                 )
@@ -100,7 +100,7 @@ pub fn http_client(
     // Shared through the state store, so the budget holds across all replicas together.
     let budget = config.max_requests_per_hour.map(|n| {
         Arc::new(crate::store::budget::SharedBudget::per_hour(
-            ctx.store.clone(),
+            ctx.budget.clone(),
             &config.name,
             n,
         )) as Arc<dyn RequestBudget>

@@ -37,7 +37,6 @@ use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::config::{SourceConfig, SourceKind, VendorRegistry, VendorRules};
-use crate::store::Store;
 
 pub use client::{http_client, vendor_client};
 pub use resource::Resource;
@@ -172,8 +171,10 @@ pub trait Source: Send + Sync {
 pub struct SourceContext {
     /// The clock.
     pub clock: Arc<dyn Clock>,
-    /// The state store (OAuth tokens).
-    pub store: Arc<dyn Store>,
+    /// Where OAuth tokens are kept (the state store, shared by replicas and restarts).
+    pub tokens: Arc<dyn crate::store::TokenStore>,
+    /// Where the shared request budget is drawn from (the state store).
+    pub budget: Arc<dyn crate::store::BudgetStore>,
     /// Where HTTP requests, rate-limit waits and token refreshes are counted, if anywhere.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }

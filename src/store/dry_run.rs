@@ -151,3 +151,66 @@ impl PageStore for DryRunStore {
         self.inner.summaries().await
     }
 }
+
+/// The token and budget roles of a dry run: tokens are read from the real store and written to
+/// memory (a login's tokens serve the rest of the run and are then forgotten); the request
+/// budget grants every request (one poll, and nothing may be written to take from the shared
+/// budget; the vendor's own limits still apply).
+pub struct DryRunTokens {
+    inner: Arc<dyn TokenStore>,
+    written: Mutex<HashMap<String, String>>,
+}
+
+impl DryRunTokens {
+    /// Tokens read from `inner`, written to memory.
+    pub fn new(inner: Arc<dyn TokenStore>) -> Self {
+        DryRunTokens {
+            inner,
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl TokenStore for DryRunTokens {
+    async fn token(&self, name: &str) -> Result<Option<String>, StoreError> {
+        if let Some(v) = self.written().get(name) {
+            return Ok(Some(v.clone()));
+        }
+        self.inner.token(name).await
+    }
+
+    async fn put_token(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.written().insert(name.to_string(), value.to_string());
+        Ok(())
+    }
+
+    async fn claim_token_refresh(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn release_token_refresh(&self, _name: &str, _holder: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BudgetStore for DryRunTokens {
+    async fn take_request_budget(
+        &self,
+        _source: &str,
+        _n: u32,
+        _per_hour: u32,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        Ok(None)
+    }
+}

@@ -248,6 +248,17 @@ pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Arc<dyn Stor
     }
 }
 
+/// Opens the store at `url` for `poll-once --dry-run`: a SQLite file read-only (see
+/// [`sqlite::SqliteStore::open_read_only`]); PostgreSQL as [`open`] does (migrating it), since a
+/// dry run's writes all go to memory ([`dry_run`]).
+pub async fn open_read_only(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open_read_only(url).await?))
+    } else {
+        open(url).await
+    }
+}
+
 /// One hour in nanoseconds.
 pub(crate) const HOUR_NANOS: i64 = 3_600_000_000_000;
 

@@ -130,6 +130,56 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Opens an existing, current state file without writing to it (`poll-once --dry-run`):
+    /// a read-only connection, no migration, no conversion, no checkpoint, so the file keeps
+    /// every byte (SQLite may create its `-wal`/`-shm` companions to read a WAL-mode file). A
+    /// file an older pollbus wrote, whose schema this one would migrate, is refused with what
+    /// to run first.
+    pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        let path = file_of(url);
+        let location = path.display().to_string();
+        check_is_pollbus(&path).await?;
+        let open_err = |source| StoreError::Open {
+            location: location.clone(),
+            source,
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        let wanted = sqlx::migrate!("./migrations/sqlite")
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or_default();
+        let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(None);
+        if applied != Some(wanted) {
+            return Err(StoreError::NotPollbus {
+                location,
+                detail: format!(
+                    "its schema is version {}, this pollbus uses {wanted}; run it once without \
+                     --dry-run (poll-once or run) to migrate the file, then dry-run",
+                    applied.map_or("none".to_string(), |v| v.to_string())
+                ),
+            });
+        }
+        let store = SqliteStore {
+            pool,
+            layouts: Arc::default(),
+            _writer: None,
+        };
+        store.load_layouts().await?;
+        Ok(store)
+    }
+
     /// Opens `url` as its only writer (the daemon): takes the file's writer lock first — a file
     /// another process holds is refused with [`StoreError::InUse`] and left untouched — then
     /// ends every lease and heartbeat a previous process left, so a restarted pollbus polls at

@@ -59,7 +59,8 @@ fn build_source(
         &config.sources[0],
         &SourceContext {
             clock: clock.clone(),
-            store: store.clone(),
+            tokens: store.clone(),
+            budget: store.clone(),
             metrics: None,
         },
     )
