@@ -167,7 +167,7 @@ impl Layout {
 
     /// A layout read back from [`Layout::to_bytes`]; `None` when the bytes are not one.
     pub fn from_bytes(bytes: &[u8]) -> Option<Layout> {
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return None;
         }
         let tags: Vec<u32> = bytes
@@ -306,7 +306,7 @@ pub fn decode(
     } else {
         (None, &bytes[14..])
     };
-    if rest.len() % 4 != 0 || rest.len() / 4 != layout.tags().len() {
+    if !rest.len().is_multiple_of(4) || rest.len() / 4 != layout.tags().len() {
         return Err(DecodeError::FieldCount {
             layout: id,
             expected: layout.tags().len(),

@@ -1079,128 +1079,6 @@ impl BudgetStore for PgStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A fresh database on the test server (`POLLBUS_TEST_POSTGRES` or the local trust-auth
-    /// server), dropped by the caller with [`drop_db`].
-    async fn create_db() -> (String, String, String) {
-        let candidates = match std::env::var("POLLBUS_TEST_POSTGRES") {
-            Ok(url) => vec![url],
-            Err(_) => vec![
-                "postgres://postgres@127.0.0.1:5432/test".to_string(),
-                "postgres://root@127.0.0.1:5432/test".to_string(),
-            ],
-        };
-        let mut last = String::new();
-        for admin in candidates {
-            match PgConnection::connect(&admin).await {
-                Ok(mut conn) => {
-                    let name = format!("pollbus_unit_{:016x}", rand::random::<u64>());
-                    sqlx::query(&format!("CREATE DATABASE {name}"))
-                        .execute(&mut conn)
-                        .await
-                        .unwrap();
-                    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-                    return (format!("{base}/{name}"), admin.clone(), name);
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        panic!("PostgreSQL is not reachable at 127.0.0.1:5432 ({last}); run scripts/ensure-postgres.sh");
-    }
-
-    async fn drop_db(admin: &str, name: &str) {
-        if let Ok(mut conn) = PgConnection::connect(admin).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
-        }
-    }
-
-    fn options(replica: &str) -> StoreOptions {
-        StoreOptions {
-            replica_id: replica.into(),
-            session_timeout: Duration::from_secs(1),
-            ..StoreOptions::default()
-        }
-    }
-
-    /// Injected: replica `a` freezes inside the lease transaction and inside the outbox claim
-    /// transaction, holding their advisory locks — what the server sees of a SIGSTOPped or
-    /// partitioned replica (a session idle in a transaction; the test holds the transaction
-    /// open and sends nothing, exactly as a stopped process would). Replica `b` still takes the
-    /// leases and claims outbox rows within a few session timeouts: the server ends `a`'s
-    /// session (`idle_in_transaction_session_timeout`) and releases its locks. Also: each
-    /// replica's sessions carry its id as `application_name`.
-    #[tokio::test]
-    async fn a_replica_frozen_inside_a_transaction_cannot_stall_the_others() {
-        let (url, admin, name) = create_db().await;
-        let a = PgStore::open(&url, &options("replica-a")).await.unwrap();
-        let b = PgStore::open(&url, &options("replica-b")).await.unwrap();
-        let keys = [ResourceKey::new("crm", "customers")];
-        for lock in [LEASE_LOCK, CLAIM_LOCK] {
-            let mut frozen = a.pool.begin().await.unwrap();
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(lock)
-                .execute(&mut *frozen)
-                .await
-                .unwrap();
-            let started = std::time::Instant::now();
-            let bounded = Duration::from_secs(20);
-            if lock == LEASE_LOCK {
-                let grant = tokio::time::timeout(
-                    bounded,
-                    b.acquire_leases("replica-b", &keys, Duration::from_secs(30)),
-                )
-                .await
-                .expect("b is not stalled by the frozen lease transaction")
-                .expect("b takes the lease");
-                assert_eq!(grant.held.len(), 1, "{grant:?}");
-            } else {
-                tokio::time::timeout(bounded, b.outbox_next(10))
-                    .await
-                    .expect("b is not stalled by the frozen claim transaction")
-                    .expect("b claims");
-            }
-            eprintln!(
-                "lock {lock:x}: b went on after {} ms with a frozen a (session_timeout 1 s)",
-                started.elapsed().as_millis()
-            );
-            let dead = sqlx::query("SELECT 1").execute(&mut *frozen).await;
-            assert!(dead.is_err(), "the frozen session was ended by the server");
-        }
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT application_name FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name LIKE 'replica-%' ORDER BY 1",
-        )
-        .fetch_all(&b.pool)
-        .await
-        .unwrap();
-        assert!(names.contains(&"replica-b".to_string()), "{names:?}");
-        for (setting, value) in [
-            ("idle_in_transaction_session_timeout", "1s"),
-            ("lock_timeout", "2s"),
-            ("statement_timeout", "3s"),
-        ] {
-            let shown: String = sqlx::query_scalar(&format!("SHOW {setting}"))
-                .fetch_one(&b.pool)
-                .await
-                .unwrap();
-            assert_eq!(shown, value, "{setting}");
-        }
-        drop((a, b));
-        drop_db(&admin, &name).await;
-    }
-
-    #[test]
-    fn migration_backoff_doubles_from_fifty_milliseconds_up_to_two_seconds() {
-        let waits: Vec<u128> = migration_backoff().take(8).map(|d| d.as_millis()).collect();
-        assert_eq!(waits, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
-    }
-}
-
 /// Writes `layout` unless it is there (layouts are content-addressed, so a present one is the
 /// same).
 async fn insert_layout(
@@ -1327,5 +1205,127 @@ impl PgStore {
         }
         log_converted(location, converted, started.elapsed());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh database on the test server (`POLLBUS_TEST_POSTGRES` or the local trust-auth
+    /// server), dropped by the caller with [`drop_db`].
+    async fn create_db() -> (String, String, String) {
+        let candidates = match std::env::var("POLLBUS_TEST_POSTGRES") {
+            Ok(url) => vec![url],
+            Err(_) => vec![
+                "postgres://postgres@127.0.0.1:5432/test".to_string(),
+                "postgres://root@127.0.0.1:5432/test".to_string(),
+            ],
+        };
+        let mut last = String::new();
+        for admin in candidates {
+            match PgConnection::connect(&admin).await {
+                Ok(mut conn) => {
+                    let name = format!("pollbus_unit_{:016x}", rand::random::<u64>());
+                    sqlx::query(&format!("CREATE DATABASE {name}"))
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                    return (format!("{base}/{name}"), admin.clone(), name);
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        panic!("PostgreSQL is not reachable at 127.0.0.1:5432 ({last}); run scripts/ensure-postgres.sh");
+    }
+
+    async fn drop_db(admin: &str, name: &str) {
+        if let Ok(mut conn) = PgConnection::connect(admin).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+
+    fn options(replica: &str) -> StoreOptions {
+        StoreOptions {
+            replica_id: replica.into(),
+            session_timeout: Duration::from_secs(1),
+            ..StoreOptions::default()
+        }
+    }
+
+    /// Injected: replica `a` freezes inside the lease transaction and inside the outbox claim
+    /// transaction, holding their advisory locks — what the server sees of a SIGSTOPped or
+    /// partitioned replica (a session idle in a transaction; the test holds the transaction
+    /// open and sends nothing, exactly as a stopped process would). Replica `b` still takes the
+    /// leases and claims outbox rows within a few session timeouts: the server ends `a`'s
+    /// session (`idle_in_transaction_session_timeout`) and releases its locks. Also: each
+    /// replica's sessions carry its id as `application_name`.
+    #[tokio::test]
+    async fn a_replica_frozen_inside_a_transaction_cannot_stall_the_others() {
+        let (url, admin, name) = create_db().await;
+        let a = PgStore::open(&url, &options("replica-a")).await.unwrap();
+        let b = PgStore::open(&url, &options("replica-b")).await.unwrap();
+        let keys = [ResourceKey::new("crm", "customers")];
+        for lock in [LEASE_LOCK, CLAIM_LOCK] {
+            let mut frozen = a.pool.begin().await.unwrap();
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock)
+                .execute(&mut *frozen)
+                .await
+                .unwrap();
+            let started = std::time::Instant::now();
+            let bounded = Duration::from_secs(20);
+            if lock == LEASE_LOCK {
+                let grant = tokio::time::timeout(
+                    bounded,
+                    b.acquire_leases("replica-b", &keys, Duration::from_secs(30)),
+                )
+                .await
+                .expect("b is not stalled by the frozen lease transaction")
+                .expect("b takes the lease");
+                assert_eq!(grant.held.len(), 1, "{grant:?}");
+            } else {
+                tokio::time::timeout(bounded, b.outbox_next(10))
+                    .await
+                    .expect("b is not stalled by the frozen claim transaction")
+                    .expect("b claims");
+            }
+            eprintln!(
+                "lock {lock:x}: b went on after {} ms with a frozen a (session_timeout 1 s)",
+                started.elapsed().as_millis()
+            );
+            let dead = sqlx::query("SELECT 1").execute(&mut *frozen).await;
+            assert!(dead.is_err(), "the frozen session was ended by the server");
+        }
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT application_name FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name LIKE 'replica-%' ORDER BY 1",
+        )
+        .fetch_all(&b.pool)
+        .await
+        .unwrap();
+        assert!(names.contains(&"replica-b".to_string()), "{names:?}");
+        for (setting, value) in [
+            ("idle_in_transaction_session_timeout", "1s"),
+            ("lock_timeout", "2s"),
+            ("statement_timeout", "3s"),
+        ] {
+            let shown: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+                .fetch_one(&b.pool)
+                .await
+                .unwrap();
+            assert_eq!(shown, value, "{setting}");
+        }
+        drop((a, b));
+        drop_db(&admin, &name).await;
+    }
+
+    #[test]
+    fn migration_backoff_doubles_from_fifty_milliseconds_up_to_two_seconds() {
+        let waits: Vec<u128> = migration_backoff().take(8).map(|d| d.as_millis()).collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
     }
 }
