@@ -332,6 +332,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn fingerprint_of(values: &Value) -> Fingerprint {
+        Fingerprint::of_values(
+            values
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v)),
+        )
+    }
+
     /// The canonical forms, pinned: changing any of these bytes changes every stored
     /// fingerprint and makes every record look changed once. Do not. The expected values were
     /// computed apart from this code, from the definition in the module documentation, with
@@ -346,13 +356,7 @@ mod tests {
             "Active": true,
             "Ref": {"value": "abc", "link": "https://x/y"},
         });
-        let fp = Fingerprint::of_values(
-            record
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.as_str(), v)),
-        );
+        let fp = fingerprint_of(&record);
         assert_eq!(name_tag("Name"), 0x6ed3_662f);
         assert_eq!(value_hash(&json!("Strøm \"q\"")), 0x6e2c_49eb_a618_7ca6);
         assert_eq!(fp.record, 0xeec0_3115_d684_e2bd);
@@ -388,13 +392,7 @@ mod tests {
     #[test]
     fn stored_bytes_round_trip_and_bad_bytes_are_named() {
         let values = json!({"A": "x", "B": 2});
-        let fp = Fingerprint::of_values(
-            values
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.as_str(), v)),
-        );
+        let fp = fingerprint_of(&values);
         for revision in [None, Some(u64::MAX)] {
             let bytes = encode(&fp, revision);
             assert_eq!(bytes.len(), 14 + 8 * usize::from(revision.is_some()) + 8);
@@ -424,13 +422,7 @@ mod tests {
     #[test]
     fn a_field_is_found_by_its_tag() {
         let values = json!({"A": "x", "B": 2});
-        let fp = Fingerprint::of_values(
-            values
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.as_str(), v)),
-        );
+        let fp = fingerprint_of(&values);
         assert_eq!(
             fp.field(name_tag("A")),
             Some(value_hash(&json!("x")) as u32)

@@ -1169,11 +1169,7 @@ impl PgStore {
             for r in &rows {
                 let id: String = r.get(2);
                 let text: Option<&str> = r.get(4);
-                let snapshot = legacy_snapshot(from_nanos(r.get(3)), text.unwrap_or("null"))
-                    .map_err(|detail| StoreError::Corrupt {
-                        what: "snapshot",
-                        detail: format!("record {id}: {detail}"),
-                    })?;
+                let snapshot = legacy_snapshot(&id, from_nanos(r.get(3)), text)?;
                 let layout = &snapshot.fingerprint.layout;
                 if self.layouts.get(layout.id()).is_none() {
                     self.count(1);

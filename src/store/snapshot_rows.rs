@@ -94,15 +94,22 @@ impl Layouts {
                     fingerprint,
                 })
             }
-            (None, Some(text)) => legacy_snapshot(updated, text).map_err(corrupt),
+            (None, Some(text)) => legacy_snapshot(id, updated, Some(text)),
             (None, None) => Err(corrupt("neither fingerprints nor values".into())),
         }
     }
 }
 
-/// A row written before fingerprints: its JSON values, converted.
-pub(super) fn legacy_snapshot(updated: DateTime<Utc>, text: &str) -> Result<Snapshot, String> {
-    let fields = serde_json::from_str(text).map_err(|e| format!("stored values: {e}"))?;
+/// A row of record `id` written before fingerprints: its JSON values (`fields`), converted.
+pub(super) fn legacy_snapshot(
+    id: &str,
+    updated: DateTime<Utc>,
+    text: Option<&str>,
+) -> Result<Snapshot, StoreError> {
+    let fields = serde_json::from_str(text.unwrap_or("null")).map_err(|e| StoreError::Corrupt {
+        what: "snapshot",
+        detail: format!("record {id}: stored values: {e}"),
+    })?;
     Ok(Snapshot::from_legacy(updated, fields))
 }
 

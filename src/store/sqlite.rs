@@ -366,12 +366,7 @@ impl PageStore for SqliteStore {
         let now = to_nanos(page.at);
         let new_layouts = self.layouts.unsaved(page.snapshots.iter().map(|(_, s)| s));
         for layout in &new_layouts {
-            sqlx::query("INSERT OR IGNORE INTO snapshot_layouts (id, tags) VALUES (?, ?)")
-                .bind(i64::from(layout.id()))
-                .bind(layout.to_bytes())
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err("write snapshot layout"))?;
+            insert_layout(&mut tx, layout).await?;
         }
         // Multi-row VALUES with bound parameters: no JSON re-encoding of the rows, one
         // statement per chunk (SQLite allows 32,766 parameters; 6 per row).
@@ -1012,6 +1007,21 @@ fn outbox_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
     })
 }
 
+/// Writes `layout` unless it is there (layouts are content-addressed, so a present one is the
+/// same).
+async fn insert_layout(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    layout: &fingerprint::Layout,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT OR IGNORE INTO snapshot_layouts (id, tags) VALUES (?, ?)")
+        .bind(i64::from(layout.id()))
+        .bind(layout.to_bytes())
+        .execute(&mut **tx)
+        .await
+        .map_err(query_err("write snapshot layout"))?;
+    Ok(())
+}
+
 /// Snapshot rows: layouts and the conversion of rows written before fingerprints.
 impl SqliteStore {
     /// Reads every stored layout into the cache (a handful: one per field list ever used).
@@ -1079,19 +1089,10 @@ impl SqliteStore {
             for r in &rows {
                 let id: String = r.get(1);
                 let text: Option<&str> = r.get(3);
-                let snapshot = legacy_snapshot(from_nanos(r.get(2)), text.unwrap_or("null"))
-                    .map_err(|detail| StoreError::Corrupt {
-                        what: "snapshot",
-                        detail: format!("record {id}: {detail}"),
-                    })?;
+                let snapshot = legacy_snapshot(&id, from_nanos(r.get(2)), text)?;
                 let layout = &snapshot.fingerprint.layout;
                 if self.layouts.get(layout.id()).is_none() {
-                    sqlx::query("INSERT OR IGNORE INTO snapshot_layouts (id, tags) VALUES (?, ?)")
-                        .bind(i64::from(layout.id()))
-                        .bind(layout.to_bytes())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("write snapshot layout"))?;
+                    insert_layout(&mut tx, layout).await?;
                     self.layouts.remember([layout.clone()]);
                 }
                 sqlx::query("UPDATE snapshots SET fp = ?, fields = NULL WHERE rowid = ?")
