@@ -344,6 +344,17 @@ impl Poller {
         // The next page is fetched while this one is detected and committed (its token is
         // known): at most two pages in memory, and the vendor's latency overlaps pollbus's work.
         let mut prefetch: Option<Prefetch> = None;
+        // Tracked fields not yet seen in any record of this poll (checked until each is seen,
+        // and only until the warning below was given once).
+        let mut unseen: Vec<usize> = if self
+            .resource
+            .missing_warned
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            Vec::new()
+        } else {
+            (0..self.resource.detector.fields().len()).collect()
+        };
         loop {
             let page = match prefetch.take() {
                 Some(next) => next.page(&self.resource).await?,
@@ -368,6 +379,10 @@ impl Poller {
             report.requests += u64::from(page.requests);
             report.records += page.records.len() as u64;
             let records = self.read_records(page.records, report);
+            if !unseen.is_empty() {
+                let fields = self.resource.detector.fields();
+                unseen.retain(|&i| !records.iter().any(|r| fields[i].1.get(&r.raw).is_some()));
+            }
             if let Some(max) = records.iter().map(|r| r.updated).max() {
                 pending_cursor = pending_cursor.max(Some(self.clamp_future(max, horizon)));
             }
@@ -397,11 +412,39 @@ impl Poller {
             }
             // A stop finishes the page whose fetch has begun (here: the one fetched ahead),
             // then ends the poll at that page's boundary.
+            if last && report.records > 0 {
+                self.warn_missing_fields(&unseen);
+            }
             if last || (stop.is_cancelled() && prefetch.is_none()) {
                 return Ok(());
             }
             token = page.next;
         }
+    }
+
+    /// One warning (per process and resource) for tracked fields that no record of a whole
+    /// poll carried: they would be published as null and never change, silently — a field map
+    /// that names the wrong vendor field, or a URL whose field list (`attributes=`,
+    /// `sysparm_fields`) leaves them out.
+    fn warn_missing_fields(&self, unseen: &[usize]) {
+        if unseen.is_empty()
+            || self
+                .resource
+                .missing_warned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let fields = self.resource.detector.fields();
+        let missing: Vec<String> = unseen
+            .iter()
+            .map(|&i| format!("{} (vendor path {:?})", fields[i].0, fields[i].1.as_str()))
+            .collect();
+        tracing::warn!(
+            resource = %self.resource.key(),
+            fields = %missing.join(", "),
+            "tracked fields are missing from every record of this poll: they read as null and no change to them can be seen; check the field map (pollbus check --probe) and that the request asks the vendor for them"
+        );
     }
 
     /// The latest instant a cursor may reach: now plus `max_clock_skew` (checked).

@@ -946,3 +946,51 @@ async fn a_panicking_publisher_is_restarted() {
     running.stop.cancel();
     running.done.await.unwrap();
 }
+
+/// Injected: the vendor returns records without one tracked field (a migrated resource whose
+/// request leaves it out). The first poll warns once, naming the field and its vendor path;
+/// later polls stay quiet; the other fields are published as before.
+#[tokio::test]
+async fn a_tracked_field_missing_from_every_record_is_warned_about_once() {
+    let _ = logs();
+    let rig = pollbus_testkit::Harness::scripted(pollbus_testkit::scripted::config(10, "")).await;
+    for i in 0..3 {
+        rig.source.put(
+            &format!("m{i}"),
+            "2024-06-01T10:00:00Z",
+            "2024-06-01T10:00:00Z",
+            // no "vip": the configuration tracks Vip = "vip"
+            json!({"first_name": "A", "address": {"city": "B"}, "by": "IFS"}),
+        );
+    }
+    // one poller, as the daemon keeps one per resource
+    let poller = rig.poller("customers");
+    let (trace, stop) = (
+        pollbus::contract::TraceContext::random(),
+        CancellationToken::new(),
+    );
+    poller.poll(&trace, &stop).await.unwrap();
+    let warning = "tracked fields are missing from every record of this poll";
+    let text = logs();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(warning)).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("Vip (vendor path \"vip\")") && !lines[0].contains("City"),
+        "{}",
+        lines[0]
+    );
+    rig.source
+        .update("m0", "2024-06-01T10:05:00Z", json!({"first_name": "Z"}));
+    poller.poll(&trace, &stop).await.unwrap();
+    rig.publisher().drain().await.unwrap();
+    let text = logs();
+    assert_eq!(
+        text.lines().filter(|l| l.contains(warning)).count(),
+        1,
+        "warned once: {text}"
+    );
+    assert_eq!(
+        rig.sink.messages().last().unwrap().body.changed_fields,
+        "FirstName"
+    );
+}

@@ -38,6 +38,9 @@ pub struct Resource {
     /// The top-level record keys this resource reads; vendors that return every column read
     /// only these (see [`super::narrow`]).
     pub record_keys: RecordKeys,
+    /// Whether the warning about tracked fields missing from every record was logged (once
+    /// per process and resource).
+    pub missing_warned: std::sync::atomic::AtomicBool,
 }
 
 impl Resource {
@@ -122,6 +125,7 @@ impl Resource {
             overlap: source.overlap,
             max_clock_skew: source.max_clock_skew,
             record_keys,
+            missing_warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
