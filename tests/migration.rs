@@ -244,3 +244,52 @@ async fn a_postgres_state_of_the_previous_version_converts_without_publishing() 
     drop(conn);
     drop(db);
 }
+
+/// Injected: three replicas of the new version start at once on a PostgreSQL state of the
+/// previous version. Each converts what the others have not locked (`SKIP LOCKED`); all open,
+/// every row ends converted, one layout is stored, and every replica reads the same snapshots.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_starting_together_convert_a_postgres_state_once() {
+    use pollbus::store::{PageStore, ResourceKey, StoreOptions};
+    let db = pg::TestDb::create().await;
+    let dump = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/legacy-state/postgres.sql"
+    ))
+    .unwrap();
+    let mut conn = db.connect().await;
+    sqlx::raw_sql(&dump).execute(&mut conn).await.unwrap();
+    let open = |n: u32| {
+        let url = db.url.clone();
+        async move {
+            let options = StoreOptions {
+                replica_id: format!("replica-{n}"),
+                ..StoreOptions::default()
+            };
+            pollbus::store::postgres::PgStore::open(&url, &options).await
+        }
+    };
+    let (a, b, c) = tokio::join!(open(1), open(2), open(3));
+    let stores = [a.unwrap(), b.unwrap(), c.unwrap()];
+    let row = sqlx::query("SELECT count(*), count(fp), count(fields) FROM snapshots")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (rows, with_fp, with_values): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((rows, with_fp, with_values), (40, 40, 0));
+    let layouts: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshot_layouts")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(layouts, 1);
+    // every replica reads the converted snapshots the same
+    let key = ResourceKey::new("sn", "incident");
+    let ids: Vec<String> = (0..40).map(|i| format!("{i:032x}")).collect();
+    let first = stores[0].snapshots(&key, &ids).await.unwrap();
+    assert_eq!(first.len(), 40);
+    for s in &stores[1..] {
+        assert_eq!(s.snapshots(&key, &ids).await.unwrap(), first);
+    }
+    drop(conn);
+    drop(db);
+}
