@@ -49,6 +49,10 @@ pub enum Command {
         /// lacks (sends requests; opens the state store for stored tokens).
         #[arg(long)]
         probe: bool,
+        /// With --probe: also print each resource's field map from one whole record the vendor
+        /// returns, in TOML ready to paste (`[sources.resources.fields]`).
+        #[arg(long, requires = "probe")]
+        fields: bool,
     },
     /// Inspect and repair a Service Bus subscription's dead-letter queue (uses the sink's
     /// connection settings).

@@ -359,6 +359,31 @@ impl App {
         out
     }
 
+    /// Asks every resource's vendor for one whole record (every field it returns, not only the
+    /// configured ones): `pollbus check --probe --fields`. Per resource: the record, `None`
+    /// when the resource has no record, or the vendor's error.
+    pub async fn samples(
+        &self,
+    ) -> Vec<(
+        Arc<crate::source::Resource>,
+        Result<Option<serde_json::Value>, crate::source::SourceError>,
+    )> {
+        let mut out = Vec::new();
+        for poller in &self.pollers {
+            let source_config = self
+                .config
+                .sources
+                .iter()
+                .find(|s| s.name == poller.resource.source)
+                .expect("every poller's source is configured");
+            let mut whole = Resource::build(source_config, &poller.resource.config);
+            whole.record_keys = crate::source::narrow::RecordKeys::all();
+            let result = poller.source.sample(&whole).await;
+            out.push((poller.resource.clone(), result));
+        }
+        out
+    }
+
     /// Polls each (or the named) resource once, then drains the outbox. Returns the summed
     /// report, the poll errors, and the outbox rows left (non-zero when the sink failed).
     pub async fn poll_once(

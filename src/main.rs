@@ -112,7 +112,7 @@ fn init_logging(config: &Config) -> Option<opentelemetry_sdk::trace::SdkTracerPr
 /// Runs the subcommand; its exit code.
 async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { probe, .. } => commands::check::check(config, probe).await,
+        Command::Check { probe, fields, .. } => commands::check::check(config, probe, fields).await,
         Command::Run { .. } => commands::run::run(config).await,
         Command::PollOnce {
             resource, dry_run, ..

@@ -1004,3 +1004,80 @@ async fn one_bad_record_spoils_nothing_else() {
     assert_eq!((r.created, r.skipped), (3, 0), "{r:?}");
     h.sink.assert_unique();
 }
+
+/// `pollbus check --probe --fields` on the recorded incident (92 columns from a real instance):
+/// the field map lists every column the table returns, not only the configured one, minus the
+/// id and date fields; pasted below the resource it is a valid configuration.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_probe_fields_prints_the_whole_records_field_map_ready_to_paste() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/fixtures/servicenow/table_incident_page.json"
+    );
+    let page: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let incident = page["result"][0].clone();
+    let sim = ServiceNowSim::start().await;
+    sim.insert("incident", incident.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let head = format!(
+        r#"
+[state]
+url = "sqlite://state.db"
+[sink]
+kind = "jsonl"
+path = "out.jsonl"
+[[sources]]
+name = "sn"
+kind = "servicenow"
+base_url = "{}"
+source_system = "ServiceNow"
+auth = {{ kind = "basic", username = "admin", password = "admin" }}
+  [[sources.resources]]
+  name = "incident"
+  entity = "incident"
+"#,
+        sim.base_url()
+    );
+    std::fs::write(
+        dir.path().join("pollbus.toml"),
+        format!("{head}  fields = {{ Number = \"number\" }}\n"),
+    )
+    .unwrap();
+    let out = pollbus_testkit::cli::pollbus(
+        env!("CARGO_BIN_EXE_pollbus"),
+        Some(dir.path()),
+        &["check", "--config", "pollbus.toml", "--probe", "--fields"],
+        &[],
+    );
+    let stdout = pollbus_testkit::cli::text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        pollbus_testkit::cli::text(&out.stderr)
+    );
+    let block = &stdout[stdout.find("[sources.resources.fields]").expect(&stdout)..];
+    let map: toml::Table = toml::from_str(block).unwrap();
+    let fields = map["sources"]["resources"]["fields"].as_table().unwrap();
+    for (key, value) in fields {
+        assert_eq!(
+            value.as_str(),
+            Some(key.as_str()),
+            "contract name = vendor field"
+        );
+    }
+    let left_out = ["sys_id", "sys_updated_on", "sys_created_on"];
+    for key in incident.as_object().unwrap().keys() {
+        assert_eq!(
+            fields.contains_key(key),
+            !left_out.contains(&key.as_str()),
+            "{key}"
+        );
+    }
+    assert!(fields.len() >= 89, "{}", fields.len());
+    // pasted below the resource, in place of its fields
+    std::fs::write(dir.path().join("pollbus.toml"), format!("{head}{block}")).unwrap();
+    let config = Config::load(&dir.path().join("pollbus.toml")).unwrap();
+    assert_eq!(config.sources[0].resources[0].fields.len(), fields.len());
+}

@@ -152,6 +152,13 @@ pub trait Source: Send + Sync {
         Ok(page.records.into_iter().next())
     }
 
+    /// One record of the resource with every field the vendor returns, not only the
+    /// configured ones (`pollbus check --probe --fields`); `resource` keeps every record key
+    /// ([`narrow::RecordKeys::all`]). `None` when the resource is empty.
+    async fn sample(&self, resource: &Resource) -> Result<Option<Value>, SourceError> {
+        self.probe(resource).await
+    }
+
     /// Ids deleted at or after `since` according to the vendor's audit.
     async fn deleted_since(
         &self,

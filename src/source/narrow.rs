@@ -20,9 +20,19 @@ use serde_json::{Map, Value};
 /// tracked fields and on-behalf-of paths, and each of those paths whole (a top-level key may
 /// itself contain dots).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecordKeys(HashSet<String>);
+pub struct RecordKeys(Option<HashSet<String>>);
 
 impl RecordKeys {
+    /// Every key: whole records (`pollbus check --probe --fields`).
+    pub fn all() -> RecordKeys {
+        RecordKeys(None)
+    }
+
+    /// Whether every key is kept.
+    pub fn is_all(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// The keys of these dotted paths.
     pub fn of<'a>(paths: impl IntoIterator<Item = &'a crate::record::FieldPath>) -> RecordKeys {
         let mut keys = HashSet::new();
@@ -30,18 +40,21 @@ impl RecordKeys {
             keys.insert(p.root().to_string());
             keys.insert(p.as_str().to_string());
         }
-        RecordKeys(keys)
+        RecordKeys(Some(keys))
     }
 
     /// Whether records keep `key`.
     pub fn contains(&self, key: &str) -> bool {
-        self.0.contains(key)
+        self.0.as_ref().is_none_or(|keys| keys.contains(key))
     }
 }
 
 /// The body without its records array (left empty) and the records at JSON `pointer`, each
 /// with only the keys in `keep`; `None` when this parser cannot read the page.
 pub fn parse_page(body: &[u8], pointer: &str, keep: &RecordKeys) -> Option<(Value, Vec<Value>)> {
+    if keep.is_all() {
+        return None; // the ordinary reader builds whole records
+    }
     let path: Vec<String> = pointer
         .split('/')
         .skip(1)
@@ -257,6 +270,9 @@ mod tests {
         // a top-level array
         let (_, records) = parse_page(br#"[{"id": 1, "x": 2}]"#, "", &keys(&["id"])).unwrap();
         assert_eq!(records, [json!({"id": 1})]);
+        // whole records (check --probe --fields) are left to the ordinary reader
+        assert!(RecordKeys::all().contains("anything"));
+        assert_eq!(parse_page(br#"[{"id": 1}]"#, "", &RecordKeys::all()), None);
     }
 
     #[test]

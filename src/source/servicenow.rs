@@ -571,6 +571,19 @@ impl Source for ServiceNowSource {
         Ok(answer.records.into_iter().next())
     }
 
+    async fn sample(&self, resource: &Resource) -> Result<Option<Value>, SourceError> {
+        // No sysparm_fields: every column of the table.
+        let params = [
+            (
+                "sysparm_exclude_reference_link",
+                self.options.exclude_reference_link.to_string(),
+            ),
+            ("sysparm_limit", "1".to_string()),
+        ];
+        let answer = self.query(resource, &resource.name, &params).await?;
+        Ok(answer.records.into_iter().next())
+    }
+
     async fn list_ids(
         &self,
         resource: &Resource,
