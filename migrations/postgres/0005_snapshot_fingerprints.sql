@@ -9,3 +9,5 @@ CREATE TABLE snapshot_layouts (
 );
 ALTER TABLE snapshots ADD COLUMN fp BYTEA;
 ALTER TABLE snapshots ALTER COLUMN fields DROP NOT NULL;
+-- Rows still to convert, so that opening a converted database finds none without scanning it.
+CREATE INDEX snapshots_unconverted ON snapshots (id) WHERE fp IS NULL;

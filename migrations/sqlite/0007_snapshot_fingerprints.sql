@@ -23,3 +23,5 @@ INSERT INTO snapshots_fp (source, resource, id, updated, fp, fields, seen_at, ma
 DROP TABLE snapshots;
 ALTER TABLE snapshots_fp RENAME TO snapshots;
 CREATE UNIQUE INDEX snapshots_key ON snapshots (source, resource, id);
+-- Rows still to convert, so that opening a converted file finds none without scanning it.
+CREATE INDEX snapshots_unconverted ON snapshots (id) WHERE fp IS NULL;
