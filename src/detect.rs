@@ -36,7 +36,10 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::contract::{Change, EventType};
-use crate::fingerprint::{name_tag, value_hash, Fingerprint, Layout};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::fingerprint::{missing_hash, name_tag, value_hash, Fingerprint, Layout};
 use crate::record::{scalar_text, FieldPath, SourceRecord};
 
 /// What is stored about a record between polls: fingerprints of its tracked values, not the
@@ -137,6 +140,9 @@ pub enum Phase {
 /// Compares records of one resource with their snapshots.
 #[derive(Debug, Clone)]
 pub struct Detector {
+    /// `fields = "*"`: every top-level field of each record except these is tracked, and
+    /// `fields` is empty.
+    whole: Option<Arc<Whole>>,
     fields: Vec<(String, FieldPath)>,
     /// Each field's name tag, in configuration order.
     tags: Vec<u32>,
@@ -161,8 +167,14 @@ impl Detector {
         let mut by_tag: Vec<usize> = (0..fields.len()).collect();
         by_tag.sort_by_key(|&i| tags[i]);
         by_tag.dedup_by_key(|i| tags[*i]);
-        let layout = Arc::new(Layout::new(by_tag.iter().map(|&i| tags[i]).collect()));
+        let layout = Arc::new(Layout::named(
+            by_tag
+                .iter()
+                .map(|&i| (tags[i], fields[i].0.clone()))
+                .collect(),
+        ));
         Detector {
+            whole: None,
             fields,
             tags,
             by_tag,
@@ -170,6 +182,28 @@ impl Detector {
             on_behalf_of,
             create_tolerance,
         }
+    }
+
+    /// A detector tracking every top-level field of each record (`fields = "*"`) except
+    /// `exclude` (the record's id, dates and revision, the vendor's bookkeeping fields and the
+    /// user's list). A field a record does not carry reads as null: one that appears with a
+    /// value, or disappears, is a change of that field.
+    pub fn whole(
+        exclude: impl IntoIterator<Item = String>,
+        on_behalf_of: OnBehalfOfSource,
+        create_tolerance: Duration,
+    ) -> Self {
+        let mut d = Detector::new(Vec::new(), on_behalf_of, create_tolerance);
+        d.whole = Some(Arc::new(Whole {
+            exclude: exclude.into_iter().collect(),
+            warned: Default::default(),
+        }));
+        d
+    }
+
+    /// Whether every top-level field is tracked (`fields = "*"`).
+    pub fn tracks_all(&self) -> bool {
+        self.whole.is_some()
     }
 
     /// The record field `onBehalfOf` comes from, if any.
@@ -227,8 +261,14 @@ impl Detector {
         prior: Option<&Snapshot>,
         phase: Phase,
     ) -> Detection {
-        let hashes = self.hashes(&record.raw);
-        let fingerprint = self.fingerprint(&hashes);
+        let (hashes, fingerprint) = match &self.whole {
+            None => {
+                let hashes = self.hashes(&record.raw);
+                let fingerprint = self.fingerprint(&hashes);
+                (hashes, fingerprint)
+            }
+            Some(whole) => (Vec::new(), whole.fingerprint(&record.raw)),
+        };
         let Some(prior) = prior else {
             let snapshot = Snapshot {
                 updated: record.updated,
@@ -254,7 +294,10 @@ impl Detector {
             } else {
                 EventType::Update
             };
-            let changed = (0..self.fields.len()).collect();
+            let changed = match &self.whole {
+                None => Changed::Listed((0..self.fields.len()).collect()),
+                Some(_) => Changed::Whole(snapshot.fingerprint.layout.tags().to_vec()),
+            };
             return Detection {
                 outcome: Outcome::Changed(self.change(
                     kind,
@@ -262,6 +305,7 @@ impl Detector {
                     record.updated,
                     changed,
                     &snapshot,
+                    prior,
                 )),
                 snapshot: Some(snapshot),
             };
@@ -285,7 +329,10 @@ impl Detector {
         // fields are compared only when the record fingerprint differs.
         let mut changed = Vec::new();
         let mut learnt = false;
-        if fingerprint.record != prior.fingerprint.record {
+        let mut whole_changed = Vec::new();
+        if let (Some(whole), true) = (&self.whole, fingerprint.record != prior.fingerprint.record) {
+            (whole_changed, learnt) = whole.changed(&fingerprint, &prior.fingerprint);
+        } else if fingerprint.record != prior.fingerprint.record {
             let same_layout = Arc::ptr_eq(&fingerprint.layout, &prior.fingerprint.layout)
                 || fingerprint.layout == prior.fingerprint.layout;
             for (i, hash) in hashes.iter().enumerate() {
@@ -304,6 +351,10 @@ impl Detector {
             // Fields that are no longer configured are dropped from the snapshot silently.
             learnt |= !same_layout;
         }
+        let changed = match &self.whole {
+            None => Changed::Listed(changed),
+            Some(_) => Changed::Whole(whole_changed),
+        };
         if changed.is_empty() && updated < prior.updated {
             // The same values under an older date: an older copy, or the overlap re-reading a
             // change published with a date that went back. Nothing to do.
@@ -332,6 +383,7 @@ impl Detector {
                     updated,
                     changed,
                     &snapshot,
+                    Some(prior),
                 )),
                 snapshot: Some(snapshot),
             };
@@ -346,24 +398,39 @@ impl Detector {
         }
     }
 
-    /// The change of `record`: `changed` are indexes of tracked fields (configuration order);
-    /// their values are read from the record only now.
+    /// The change of `record`: `changed` names the changed fields; their values are read from
+    /// the record only now (a field of `fields = "*"` the record no longer carries is null,
+    /// named from the `prior` snapshot's layout).
     fn change(
         &self,
         kind: EventType,
         record: &SourceRecord,
         updated: DateTime<Utc>,
-        changed: Vec<usize>,
+        changed: Changed,
         snapshot: &Snapshot,
+        prior: Option<&Snapshot>,
     ) -> Change {
+        let changed = match changed {
+            Changed::Listed(indexes) => indexes
+                .into_iter()
+                .map(|i| (self.fields[i].0.clone(), self.value(i, &record.raw)))
+                .collect(),
+            Changed::Whole(tags) => {
+                let whole = self.whole.as_deref().expect("whole-record detector");
+                whole.values(
+                    &record.id,
+                    &tags,
+                    &record.raw,
+                    &snapshot.fingerprint.layout,
+                    prior.map(|p| &*p.fingerprint.layout),
+                )
+            }
+        };
         Change {
             kind,
             id: record.id.clone(),
             timestamp: updated,
-            changed: changed
-                .into_iter()
-                .map(|i| (self.fields[i].0.clone(), self.value(i, &record.raw)))
-                .collect(),
+            changed,
             on_behalf_of: self.on_behalf_of(Some(&record.raw)),
             version: snapshot.version(),
         }
@@ -379,6 +446,137 @@ impl Detector {
             changed: Vec::new(),
             on_behalf_of: self.on_behalf_of(None),
             version: prior.version(),
+        }
+    }
+}
+
+/// The fields a change lists: indexes of listed fields, or tags of whole-record fields.
+enum Changed {
+    Listed(Vec<usize>),
+    Whole(Vec<u32>),
+}
+
+impl Changed {
+    fn is_empty(&self) -> bool {
+        match self {
+            Changed::Listed(v) => v.is_empty(),
+            Changed::Whole(v) => v.is_empty(),
+        }
+    }
+}
+
+/// Whole-record tracking (`fields = "*"`): which top-level fields are left out, and the
+/// warnings given once.
+#[derive(Debug)]
+struct Whole {
+    exclude: HashSet<String>,
+    /// Whether a field that cannot be tracked (a name that is no contract field name, two
+    /// names with one tag, a vanished field whose name is unknown) was warned about.
+    warned: AtomicBool,
+}
+
+impl Whole {
+    /// The tracked fields of `raw`: every top-level key but the excluded ones, with its tag
+    /// and value hash, in tag order.
+    fn fields<'a>(&self, raw: &'a Value) -> Vec<(u32, &'a str, u64)> {
+        let Some(object) = raw.as_object() else {
+            return Vec::new();
+        };
+        let mut fields: Vec<(u32, &str, u64)> = object
+            .iter()
+            .filter(|(k, _)| !self.exclude.contains(k.as_str()))
+            .filter(|(k, _)| {
+                let ok = !k.trim().is_empty() && !k.contains(',');
+                if !ok {
+                    self.warn_once(&format!(
+                        "vendor field {k:?} is not a contract field name (empty or with ','): not tracked"
+                    ));
+                }
+                ok
+            })
+            .map(|(k, v)| (name_tag(k), k.as_str(), value_hash(v)))
+            .collect();
+        fields.sort_unstable_by_key(|f| f.0);
+        let before = fields.len();
+        fields.dedup_by_key(|f| f.0);
+        if fields.len() != before {
+            self.warn_once(
+                "two vendor field names share a 32-bit fingerprint tag (about one record shape in 10^6 at 100 fields): the second is not tracked",
+            );
+        }
+        fields
+    }
+
+    /// The fingerprint of `raw`'s tracked fields, under a layout that names them.
+    fn fingerprint(&self, raw: &Value) -> Fingerprint {
+        let fields = self.fields(raw);
+        let layout = Arc::new(Layout::named(
+            fields.iter().map(|f| (f.0, f.1.to_string())).collect(),
+        ));
+        let hashes: Vec<(u32, u64)> = fields.iter().map(|f| (f.0, f.2)).collect();
+        Fingerprint::from_hashes(layout, &hashes)
+    }
+
+    /// The tags of the fields that differ between `now` and `prior` (a field only one of them
+    /// has compares with null), and whether the snapshot learns something without a change
+    /// (a field appearing as null, a field the earlier layout did not have).
+    fn changed(&self, now: &Fingerprint, prior: &Fingerprint) -> (Vec<u32>, bool) {
+        let null = missing_hash() as u32;
+        let mut changed = Vec::new();
+        for (tag, hash) in now.layout.tags().iter().zip(&now.fields) {
+            match prior.field(*tag) {
+                Some(old) if old != *hash => changed.push(*tag),
+                Some(_) => {}
+                None if *hash != null => changed.push(*tag),
+                None => {}
+            }
+        }
+        for (tag, hash) in prior.layout.tags().iter().zip(&prior.fields) {
+            if now.field(*tag).is_none() && *hash != null {
+                changed.push(*tag);
+            }
+        }
+        let same_layout = now.layout == prior.layout;
+        // Same fields, different record fingerprint, no field fingerprint differs: a 32-bit
+        // collision hides which field changed; every field is listed so nothing is lost.
+        if changed.is_empty() && same_layout {
+            changed = now.layout.tags().to_vec();
+        }
+        (changed, !same_layout)
+    }
+
+    /// The changed fields of record `id` with their values, sorted by name: read from `raw`,
+    /// or null for a field it no longer carries (named by the prior snapshot's layout).
+    fn values(
+        &self,
+        id: &str,
+        tags: &[u32],
+        raw: &Value,
+        now: &Layout,
+        prior: Option<&Layout>,
+    ) -> Vec<(String, Value)> {
+        let mut out: Vec<(String, Value)> = Vec::with_capacity(tags.len());
+        for tag in tags {
+            if let Some(name) = now.name_of(*tag) {
+                out.push((
+                    name.to_string(),
+                    raw.get(name).cloned().unwrap_or(Value::Null),
+                ));
+            } else if let Some(name) = prior.and_then(|p| p.name_of(*tag)) {
+                out.push((name.to_string(), Value::Null));
+            } else {
+                self.warn_once(&format!(
+                    "record {id}: a field it no longer carries (tag {tag:08x}) has no known name (its snapshot was written without field names); it is left out of changedFields"
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn warn_once(&self, what: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!("fields = \"*\": {what} (warned once per resource)");
         }
     }
 }
@@ -746,5 +944,132 @@ mod tests {
             (del.kind, del.version, del.on_behalf_of),
             (EventType::Delete, a.version(), None)
         );
+    }
+
+    fn whole() -> Detector {
+        Detector::whole(
+            [
+                "sys_id".to_string(),
+                "sys_updated_on".to_string(),
+                "sys_mod_count".to_string(),
+            ],
+            OnBehalfOfSource::None,
+            Duration::from_secs(1),
+        )
+    }
+
+    fn raw_rec(updated: &str, raw: Value) -> SourceRecord {
+        SourceRecord {
+            id: "1".into(),
+            updated: updated.parse().unwrap(),
+            updated_later: None,
+            revision: None,
+            created: None,
+            class: None,
+            raw,
+            degraded: None,
+        }
+    }
+
+    fn values(d: &Detection) -> Vec<(String, Value)> {
+        match &d.outcome {
+            Outcome::Changed(c) => c.changed.clone(),
+            other => panic!("expected a change, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn whole_record_tracking_lists_exactly_the_changed_top_level_fields() {
+        let d = whole();
+        let first = raw_rec(
+            "2024-01-01T00:00:00Z",
+            json!({"sys_id": "a1", "sys_updated_on": "2024-01-01 00:00:00", "sys_mod_count": "3",
+                   "short_description": "Printer", "state": "1", "caller": {"id": "u7"}, "note": null}),
+        );
+        let created = d.detect(&first, None, Phase::Steady);
+        assert_eq!(
+            changed(&created),
+            (
+                EventType::Update,
+                vec!["caller", "note", "short_description", "state"]
+            ),
+            "every tracked field by name, the excluded ones left out"
+        );
+        let prior = created.snapshot.unwrap();
+        // Bookkeeping changes alone are no change.
+        let touched = raw_rec(
+            "2024-01-01T00:01:00Z",
+            json!({"sys_id": "a1", "sys_updated_on": "2024-01-01 00:01:00", "sys_mod_count": "4",
+                   "short_description": "Printer", "state": "1", "caller": {"id": "u7"}, "note": null}),
+        );
+        assert_eq!(
+            d.detect(&touched, Some(&prior), Phase::Steady).outcome,
+            Outcome::NoOp
+        );
+        // A value changes, a nested object changes, a null field vanishes (null either way).
+        let next = raw_rec(
+            "2024-01-01T00:02:00Z",
+            json!({"sys_id": "a1", "sys_updated_on": "2024-01-01 00:02:00", "sys_mod_count": "5",
+                   "short_description": "Printer", "state": "2", "caller": {"id": "u8"}}),
+        );
+        let det = d.detect(&next, Some(&prior), Phase::Steady);
+        assert_eq!(
+            values(&det),
+            vec![
+                ("caller".to_string(), json!({"id": "u8"})),
+                ("state".to_string(), json!("2")),
+            ]
+        );
+        let prior = det.snapshot.unwrap();
+        // A field the record stops carrying is a change to null, named from the snapshot; a
+        // field that appears with a value is a change from null.
+        let later = raw_rec(
+            "2024-01-01T00:03:00Z",
+            json!({"sys_id": "a1", "sys_updated_on": "2024-01-01 00:03:00",
+                   "state": "2", "caller": {"id": "u8"}, "priority": 1}),
+        );
+        let det = d.detect(&later, Some(&prior), Phase::Steady);
+        assert_eq!(
+            values(&det),
+            vec![
+                ("priority".to_string(), json!(1)),
+                ("short_description".to_string(), Value::Null),
+            ]
+        );
+        // The same copy again: nothing.
+        let again = d.detect(&later, det.snapshot.as_ref(), Phase::Steady);
+        assert_eq!(again.outcome, Outcome::Unchanged);
+    }
+
+    #[test]
+    fn whole_record_tracking_names_a_vanished_field_only_from_a_layout_that_knows_names() {
+        let d = whole();
+        let first = raw_rec("2024-01-01T00:00:00Z", json!({"a": 1, "b": 2}));
+        let prior = d.detect(&first, None, Phase::Steady).snapshot.unwrap();
+        // The same fingerprint under a layout read from a store that kept no names.
+        let nameless = Snapshot {
+            fingerprint: Fingerprint {
+                layout: Arc::new(Layout::new(prior.fingerprint.layout.tags().to_vec())),
+                ..prior.fingerprint.clone()
+            },
+            ..prior.clone()
+        };
+        let next = raw_rec("2024-01-01T00:01:00Z", json!({"a": 1}));
+        assert_eq!(
+            values(&d.detect(&next, Some(&prior), Phase::Steady)),
+            vec![("b".to_string(), Value::Null)]
+        );
+        let det = d.detect(&next, Some(&nameless), Phase::Steady);
+        assert!(
+            matches!(&det.outcome, Outcome::Changed(c) if c.changed.is_empty()),
+            "still an UPDATE (the record changed), without the field it cannot name: {det:?}"
+        );
+    }
+
+    #[test]
+    fn whole_record_tracking_skips_names_a_contract_cannot_carry() {
+        let d = whole();
+        let r = raw_rec("2024-01-01T00:00:00Z", json!({"a,b": 1, " ": 2, "ok": 3}));
+        assert_eq!(changed(&d.detect(&r, None, Phase::Steady)).1, vec!["ok"]);
     }
 }

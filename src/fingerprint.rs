@@ -129,12 +129,23 @@ pub fn name_tag(name: &str) -> u32 {
     xxh3_64(name.as_bytes()) as u32
 }
 
-/// The ascending tags of a resource's tracked fields, and its content address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The ascending tags of a resource's tracked fields, and its content address; with the field
+/// names when known (stored beside the tags, so that a whole-record snapshot can name a field a
+/// record no longer carries). Two layouts are equal when their tags are.
+#[derive(Debug, Clone)]
 pub struct Layout {
     id: u32,
     tags: Box<[u32]>,
+    names: Option<Box<[Box<str>]>>,
 }
+
+impl PartialEq for Layout {
+    fn eq(&self, other: &Layout) -> bool {
+        self.id == other.id && self.tags == other.tags
+    }
+}
+
+impl Eq for Layout {}
 
 impl Layout {
     /// The layout of these tags (sorted here; duplicates are the caller's to refuse).
@@ -147,7 +158,40 @@ impl Layout {
         Layout {
             id: xxh3_64_with_seed(&bytes, 6) as u32,
             tags: tags.into_boxed_slice(),
+            names: None,
         }
+    }
+
+    /// The layout of these fields, `(tag, name)`, keeping the names (sorted here by tag;
+    /// duplicate tags are the caller's to refuse).
+    pub fn named(mut fields: Vec<(u32, String)>) -> Layout {
+        fields.sort_unstable_by_key(|f| f.0);
+        let mut layout = Layout::new(fields.iter().map(|f| f.0).collect());
+        layout.names = Some(fields.into_iter().map(|f| f.1.into_boxed_str()).collect());
+        layout
+    }
+
+    /// The name of the field tagged `tag`, when the layout has it and knows names.
+    pub fn name_of(&self, tag: u32) -> Option<&str> {
+        let i = self.tags.binary_search(&tag).ok()?;
+        self.names.as_ref().map(|n| &*n[i])
+    }
+
+    /// The names as stored beside the tags: a JSON array in tag order (`None` when unknown).
+    pub fn names_json(&self) -> Option<String> {
+        self.names
+            .as_ref()
+            .map(|n| serde_json::to_string(n).expect("strings serialize"))
+    }
+
+    /// This layout with the names stored beside its tags ([`Layout::names_json`]); names that
+    /// do not read as one per tag are ignored (they only name fields in messages).
+    pub fn with_names_json(mut self, text: Option<&str>) -> Layout {
+        self.names = text
+            .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
+            .filter(|n| n.len() == self.tags.len())
+            .map(|n| n.into_iter().map(String::into_boxed_str).collect());
+        self
     }
 
     /// The layout's content address: the low 32 bits of `XXH3-64(tags as u32 LE, seed 6)`.
@@ -215,12 +259,15 @@ impl Fingerprint {
     /// The fingerprint of `values` (contract name → value), as stored by pollbus before
     /// fingerprints: the conversion of old snapshots.
     pub fn of_values<'a>(values: impl IntoIterator<Item = (&'a str, &'a Value)>) -> Fingerprint {
-        let mut hashes: Vec<(u32, u64)> = values
+        let mut fields: Vec<(u32, &str, u64)> = values
             .into_iter()
-            .map(|(name, v)| (name_tag(name), value_hash(v)))
+            .map(|(name, v)| (name_tag(name), name, value_hash(v)))
             .collect();
-        hashes.sort_unstable_by_key(|h| h.0);
-        let layout = Arc::new(Layout::new(hashes.iter().map(|h| h.0).collect()));
+        fields.sort_unstable_by_key(|h| h.0);
+        let layout = Arc::new(Layout::named(
+            fields.iter().map(|f| (f.0, f.1.to_string())).collect(),
+        ));
+        let hashes: Vec<(u32, u64)> = fields.iter().map(|f| (f.0, f.2)).collect();
         Fingerprint::from_hashes(layout, &hashes)
     }
 

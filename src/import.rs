@@ -14,8 +14,9 @@
 //! | `idField`, `datesConfiguration` | `id_field`, `dates` |
 //!
 //! Cloud Elements publishes whole objects and has no list of tracked fields, so each resource
-//! tracks its updated-date field (every change is published as an UPDATE naming it) until the
-//! operator lists the fields that matter. Everything else is reported as a warning naming the
+//! tracks every field (`fields = "*"`: each change is published naming exactly the fields that
+//! changed; the vendor's bookkeeping fields are left out) until the operator lists the fields
+//! that matter (`pollbus check --probe --fields` prints the list). Everything else is reported as a warning naming the
 //! item and why it is not mapped; the output is checked with the configuration's own validation.
 
 use std::fmt::Write as _;
@@ -565,13 +566,15 @@ fn resource(
                 dates.push(("updated_timezone".into(), zone.to_string()));
             }
         }
+        // Sage's `attributes=all` exposes every attribute, which `fields = "*"` tracks (a list
+        // such as Cloud Elements' `created_at,updated_at` would leave nothing to track).
         if el.kind == "rest" {
             rest_url = Some(format!(
-                "/contacts?contact_type_id=CUSTOMER&attributes=created_at,updated_at&updated_or_created_since={placeholder}"
+                "/contacts?contact_type_id=CUSTOMER&attributes=all&updated_or_created_since={placeholder}"
             ));
         }
     } else if el.kind == "rest" {
-        rest_url = Some("/contacts?contact_type_id=CUSTOMER&attributes=created_at,updated_at&updated_or_created_since=${date:yyyy-MM-dd'T'HH:mm:ss'Z'}".into());
+        rest_url = Some("/contacts?contact_type_id=CUSTOMER&attributes=all&updated_or_created_since=${date:yyyy-MM-dd'T'HH:mm:ss'Z'}".into());
     }
     let id = obj.get("idField").and_then(Value::as_str).unwrap_or(el.id);
     let entity = {
@@ -589,7 +592,7 @@ fn resource(
     };
     let mut lines = vec![
         format!("id_field = {}", q(id)),
-        format!("fields = {{ {} = {} }}  # Cloud Elements sends whole objects: list the fields to track", q(&updated_field), q(&updated_field)),
+        "fields = \"*\"  # every field, as Cloud Elements sent whole objects; `pollbus check --probe --fields` prints a list to narrow it".to_string(),
         "deletes = \"reconcile\"".to_string(),
     ];
     if !dates.is_empty() {

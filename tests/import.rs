@@ -5,7 +5,7 @@
 //! `pollbus check`. Rendering each seed's URL template at fixed instants is tested in
 //! `src/formats/template.rs` (`seed_templates_render_exactly`).
 
-use pollbus::config::{AuthConfig, Config, RestPaging, SourceKind};
+use pollbus::config::{AuthConfig, Config, RestPaging, SourceKind, TrackedFields};
 use pollbus_testkit::cli::{pollbus, text};
 use std::path::{Path, PathBuf};
 
@@ -130,6 +130,11 @@ fn seed_000_and_001_servicenow_oauth() {
             Some("yyyy-MM-dd HH:mm:ss")
         );
         assert_eq!(r.dates.created_field.as_deref(), Some("sys_created_on"));
+        assert_eq!(
+            r.fields,
+            TrackedFields::All,
+            "Cloud Elements sent whole objects"
+        );
     }
 }
 
@@ -154,8 +159,10 @@ fn seed_000_and_001_sageone_as_a_rest_resource() {
     let rest = r.rest.as_ref().unwrap();
     assert_eq!(
         rest.url,
-        "/contacts?contact_type_id=CUSTOMER&attributes=created_at,updated_at&updated_or_created_since=${date:yyyy-MM-dd'T'HH:mm:ss'Z'}"
+        "/contacts?contact_type_id=CUSTOMER&attributes=all&updated_or_created_since=${date:yyyy-MM-dd'T'HH:mm:ss'Z'}",
+        "Sage's attributes=all: every attribute, for fields = \"*\" to track"
     );
+    assert_eq!(r.fields, TrackedFields::All);
     assert_eq!(rest.records, "/$items");
     assert_eq!(
         rest.paging,

@@ -1067,7 +1067,15 @@ auth = {{ kind = "basic", username = "admin", password = "admin" }}
             "contract name = vendor field"
         );
     }
-    let left_out = ["sys_id", "sys_updated_on", "sys_created_on"];
+    // id, dates and revision, and the bookkeeping fields every write rewrites: what
+    // `fields = "*"` leaves out too
+    let left_out = [
+        "sys_id",
+        "sys_updated_on",
+        "sys_created_on",
+        "sys_mod_count",
+        "sys_updated_by",
+    ];
     for key in incident.as_object().unwrap().keys() {
         assert_eq!(
             fields.contains_key(key),
@@ -1075,9 +1083,114 @@ auth = {{ kind = "basic", username = "admin", password = "admin" }}
             "{key}"
         );
     }
-    assert!(fields.len() >= 89, "{}", fields.len());
+    assert!(fields.len() >= 87, "{}", fields.len());
     // pasted below the resource, in place of its fields
     std::fs::write(dir.path().join("pollbus.toml"), format!("{head}{block}")).unwrap();
     let config = Config::load(&dir.path().join("pollbus.toml")).unwrap();
-    assert_eq!(config.sources[0].resources[0].fields.len(), fields.len());
+    assert_eq!(
+        config.sources[0].resources[0].fields.listed().len(),
+        fields.len()
+    );
+}
+
+/// `fields = "*"` on the recorded incident (92 columns from a real instance): the table is read
+/// without `sysparm_fields`, the baseline is silent, and an update publishes `changedFields` of
+/// exactly the columns that changed — not the bookkeeping ServiceNow rewrites on every write
+/// (`sys_updated_on`, `sys_updated_by`, `sys_mod_count`), each value in the properties.
+#[tokio::test(flavor = "multi_thread")]
+async fn whole_record_tracking_publishes_exactly_the_changed_columns_of_a_recorded_incident() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/fixtures/servicenow/table_incident_page.json"
+    );
+    let page: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let incident = page["result"][0].clone();
+    let sim = ServiceNowSim::start().await;
+    sim.set_now(t("2016-12-15T00:00:00Z"));
+    let sys_id = sim.insert("incident", incident.clone());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pollbus.toml"),
+        format!(
+            r#"
+[state]
+url = "sqlite://state.db"
+[sink]
+kind = "jsonl"
+path = "out.jsonl"
+[[sources]]
+name = "sn"
+kind = "servicenow"
+base_url = "{}"
+source_system = "ServiceNow"
+auth = {{ kind = "basic", username = "admin", password = "admin" }}
+  [[sources.resources]]
+  name = "incident"
+  entity = "incident"
+  fields = "*"
+  exclude = ["sys_tags"]
+"#,
+            sim.base_url()
+        ),
+    )
+    .unwrap();
+    let poll = || {
+        let out = pollbus_testkit::cli::pollbus(
+            env!("CARGO_BIN_EXE_pollbus"),
+            Some(dir.path()),
+            &["poll-once", "--config", "pollbus.toml"],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            pollbus_testkit::cli::text(&out.stderr)
+        );
+    };
+    let messages = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.path().join("out.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    poll();
+    assert_eq!(messages().len(), 0, "the baseline is silent");
+    let table = sim.table_requests();
+    assert!(!table.is_empty());
+    assert!(
+        table.iter().all(|r| r.param("sysparm_fields").is_none()),
+        "every column is asked for"
+    );
+
+    sim.set_now(t("2016-12-16T09:00:00Z"));
+    assert!(sim.update(
+        "incident",
+        &sys_id,
+        json!({"short_description": "Unable to connect to email (VPN)", "state": "2"})
+    ));
+    poll();
+    sim.set_now(t("2016-12-16T10:00:00Z"));
+    assert!(sim.update(
+        "incident",
+        &sys_id,
+        json!({"priority": "1", "sys_tags": "vip"})
+    ));
+    poll();
+    let published = messages();
+    assert_eq!(published.len(), 2, "{published:#?}");
+    let changed: Vec<&str> = published
+        .iter()
+        .map(|m| m["body"]["changedFields"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, ["short_description,state", "priority"]);
+    let props = &published[0]["application_properties"];
+    assert_eq!(
+        props["short_description"],
+        "Unable to connect to email (VPN)"
+    );
+    assert_eq!(props["state"], "2");
+    assert!(props.get("sys_mod_count").is_none(), "{props}");
+    assert_eq!(published[1]["application_properties"]["priority"], "1");
 }

@@ -551,12 +551,39 @@ async fn request_budget(store: Arc<dyn Store>) {
     );
 }
 
+/// A snapshot's layout keeps its field names across a reopen (a process restart): with
+/// `fields = "*"`, a field a record stops carrying is named from them.
+async fn field_names_survive_a_reopen(url: &str) {
+    let key = ResourceKey::new("crm", "names");
+    let store = pollbus::store::open(url).await.unwrap();
+    store
+        .commit_page(
+            &key,
+            PageCommit {
+                at: at("2024-06-01T12:00:00Z"),
+                snapshots: vec![("n".into(), snapshot("2024-06-01T10:00:00Z", "Oslo"))],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let store = pollbus::store::open(url).await.unwrap();
+    let snaps = store.snapshots(&key, &["n".into()]).await.unwrap();
+    let layout = &snaps["n"].fingerprint.layout;
+    assert_eq!(
+        layout.name_of(pollbus::fingerprint::name_tag("City")),
+        Some("City")
+    );
+}
+
 #[tokio::test]
 async fn sqlite_store_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("s.db").display());
     let store = pollbus::store::open(&url).await.unwrap();
     suite(store).await;
+    field_names_survive_a_reopen(&url).await;
     // Reopening migrates nothing twice and keeps the data.
     let store = pollbus::store::open(&url).await.unwrap();
     assert_eq!(
@@ -571,6 +598,7 @@ async fn postgres_store_passes_the_suite() {
     let db = pg::TestDb::create().await;
     let store = pollbus::store::open(&db.url).await.unwrap();
     suite(store).await;
+    field_names_survive_a_reopen(&db.url).await;
     // Reopening migrates nothing twice and keeps the data.
     let store = pollbus::store::open(&db.url).await.unwrap();
     assert_eq!(

@@ -5,7 +5,8 @@
 -- it opens the database, and writes only `fp`.
 CREATE TABLE snapshot_layouts (
     id   BIGINT PRIMARY KEY,    -- the layout's content address (u32)
-    tags BYTEA NOT NULL         -- its field tags, ascending, u32 little-endian each
+    tags BYTEA NOT NULL,        -- its field tags, ascending, u32 little-endian each
+    names TEXT                  -- the field names in tag order (JSON array), when known
 );
 ALTER TABLE snapshots ADD COLUMN fp BYTEA;
 ALTER TABLE snapshots ALTER COLUMN fields DROP NOT NULL;

@@ -5,7 +5,8 @@
 -- it opens the file (and compacts it once), and writes only `fp`.
 CREATE TABLE snapshot_layouts (
     id   INTEGER PRIMARY KEY,   -- the layout's content address (u32)
-    tags BLOB NOT NULL          -- its field tags, ascending, u32 little-endian each
+    tags BLOB NOT NULL,         -- its field tags, ascending, u32 little-endian each
+    names TEXT                  -- the field names in tag order (JSON array), when known
 );
 CREATE TABLE snapshots_fp (
     source   TEXT NOT NULL,

@@ -64,19 +64,14 @@ pub async fn check(config: Config, probe: bool, fields: bool) -> anyhow::Result<
 }
 
 /// One record's top-level fields as a TOML field map (contract name = vendor field), to paste
-/// below the resource's `[[sources.resources]]` entry. The id and date fields are left out (the
-/// updated date changes on every write); names a contract cannot carry (a `,`) are named in a
-/// comment.
+/// below the resource's `[[sources.resources]]` entry: the fields `fields = "*"` would track
+/// (the id, date and revision fields and the vendor's bookkeeping fields, which change on every
+/// write, are left out); names a contract cannot carry (a `,`) are named in a comment.
 fn field_map(resource: &Resource, record: &Value) -> String {
     let Some(object) = record.as_object() else {
         return format!("# {}: the record is not a JSON object\n", resource.key());
     };
-    let left_out: Vec<&str> = [Some(&resource.reader.id), Some(&resource.reader.updated)]
-        .into_iter()
-        .chain([resource.reader.created.as_ref()])
-        .flatten()
-        .map(|p| p.as_str())
-        .collect();
+    let left_out: Vec<&str> = resource.untracked.iter().map(String::as_str).collect();
     let mut map = indexmap::IndexMap::new();
     let mut refused = Vec::new();
     for key in object.keys() {
@@ -90,7 +85,7 @@ fn field_map(resource: &Resource, record: &Value) -> String {
         map.insert(key.clone(), key.clone());
     }
     let mut out = format!(
-        "# {}: {} fields of one record (the id and date fields {} left out); paste below its [[sources.resources]] entry in place of its fields, and remove what should not publish changes\n",
+        "# {}: {} fields of one record ({} left out: the id, dates and bookkeeping); paste below its [[sources.resources]] entry in place of its fields, and remove what should not publish changes\n",
         resource.key(),
         map.len(),
         left_out

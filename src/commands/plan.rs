@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use pollbus::config::{Config, DeleteMode, SinkConfig};
+use pollbus::config::{Config, DeleteMode, SinkConfig, TrackedFields};
 
 /// A state URL safe to print: the password of `postgres://user:pw@host/db` is masked.
 pub fn redact_url(url: &str) -> String {
@@ -63,7 +63,11 @@ pub fn describe(config: &Config) -> String {
             s.auth.kind(),
         );
         for r in &s.resources {
-            let fields: Vec<String> = r.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let fields: Vec<String> = match &r.fields {
+                TrackedFields::All if r.exclude.is_empty() => vec!["*".to_string()],
+                TrackedFields::All => vec![format!("* except {}", r.exclude.join(", "))],
+                TrackedFields::Listed(map) => map.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            };
             let deletes = match r.deletes {
                 DeleteMode::Off => "deletes off".to_string(),
                 DeleteMode::Audit => "deletes from the audit".to_string(),

@@ -218,7 +218,7 @@ source_system = "CRM"
         assert_eq!(c.state.url.expose(), "sqlite://./data/pollbus.db");
         let r = &c.sources[0].resources[0];
         assert_eq!(
-            r.fields.keys().collect::<Vec<_>>(),
+            r.fields.listed().keys().collect::<Vec<_>>(),
             ["FirstName", "City"],
             "config order is kept"
         );
@@ -255,6 +255,39 @@ source_system = "CRM"
         assert_eq!(
             lines,
             ["sources[0].resources[0].fields.F61595: \"F61595\" and \"F27439\" have the same fingerprint tag; rename one of them"]
+        );
+    }
+
+    #[test]
+    fn fields_star_tracks_every_field_and_other_strings_are_refused() {
+        let text = MINIMAL.replace(
+            "fields = { FirstName = \"first_name\", City = \"address.city\" }",
+            "fields = \"*\"\nexclude = [\"notes\"]",
+        );
+        let c = Config::parse(&text, "t.toml").unwrap();
+        let r = &c.sources[0].resources[0];
+        assert_eq!(
+            (r.fields.is_all(), r.exclude.as_slice()),
+            (true, &["notes".to_string()][..])
+        );
+        let text = MINIMAL.replace(
+            "fields = { FirstName = \"first_name\", City = \"address.city\" }",
+            "fields = \"all\"",
+        );
+        let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("invalid value: string \"all\", expected \"*\" (every field) or a table"),
+            "{err}"
+        );
+        let text = MINIMAL.replace(
+            "fields = { FirstName = \"first_name\", City = \"address.city\" }",
+            "fields = { A = \"a\" }\nexclude = [\"b\"]",
+        );
+        let err = Config::parse(&text, "t.toml").unwrap_err();
+        let lines: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            lines,
+            ["sources[0].resources[0].exclude: exclude applies only to fields = \"*\"; leave the field out of the table instead"]
         );
     }
 

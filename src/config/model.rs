@@ -613,9 +613,16 @@ pub struct ResourceConfig {
     /// The field holding the record's id (vendor default when absent: `sys_id`, `ID`, `id`).
     #[serde(default)]
     pub id_field: Option<String>,
-    /// Tracked fields: contract field name = vendor path (dotted for nested JSON, e.g.
-    /// `address.city`). Only these are compared and published, in this order.
-    pub fields: IndexMap<String, String>,
+    /// Tracked fields: a table of contract field name = vendor path (dotted for nested JSON,
+    /// e.g. `address.city`; only these are compared and published, in this order), or `"*"`:
+    /// every top-level field each record carries (contract name = vendor name, nested values as
+    /// compact JSON) except the record's id, dates and revision, the vendor's bookkeeping
+    /// fields that change on every write, and `exclude`.
+    pub fields: TrackedFields,
+    /// With `fields = "*"`: vendor fields not to track, beyond the vendor's defaults (a
+    /// ServiceNow `sys_updated_by`, say, is always left out).
+    #[serde(default)]
+    pub exclude: Vec<String>,
     /// Where `onBehalfOf` comes from.
     #[serde(default)]
     pub on_behalf_of: Option<OnBehalfOf>,
@@ -645,6 +652,75 @@ pub struct ResourceConfig {
     /// elsewhere).
     #[serde(default)]
     pub rest: Option<RestResourceConfig>,
+}
+
+/// What a resource tracks: `fields = "*"` or a table of contract name = vendor path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackedFields {
+    /// `"*"`: every top-level field a record carries, except bookkeeping (see
+    /// [`ResourceConfig::fields`]).
+    All,
+    /// Contract field name = vendor path, in configuration order.
+    Listed(IndexMap<String, String>),
+}
+
+impl TrackedFields {
+    /// The listed fields (none for `"*"`).
+    pub fn listed(&self) -> &IndexMap<String, String> {
+        static NONE: std::sync::OnceLock<IndexMap<String, String>> = std::sync::OnceLock::new();
+        match self {
+            TrackedFields::All => NONE.get_or_init(IndexMap::new),
+            TrackedFields::Listed(map) => map,
+        }
+    }
+
+    /// Whether this is `"*"`.
+    pub fn is_all(&self) -> bool {
+        matches!(self, TrackedFields::All)
+    }
+}
+
+impl<'de> Deserialize<'de> for TrackedFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TrackedFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#""*" (every field) or a table of contract name = "vendor path""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TrackedFields, E> {
+                if v == "*" {
+                    Ok(TrackedFields::All)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TrackedFields, A::Error> {
+                IndexMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TrackedFields::Listed)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for TrackedFields {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TrackedFields".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Tracked fields: \"*\" (every top-level field, see `exclude`) or contract field name = vendor path.",
+            "oneOf": [
+                { "const": "*", "description": "Every top-level field a record carries, except its id, dates and revision, the vendor's bookkeeping fields and `exclude`." },
+                { "type": "object", "additionalProperties": { "type": "string" }, "description": "Contract field name = vendor path (dotted for nested JSON), in this order." }
+            ]
+        })
+    }
 }
 
 /// Settings of `concur` sources (SAP Concur Expense v3).

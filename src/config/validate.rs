@@ -332,13 +332,24 @@ fn validate_resource(
     if let Some(id) = &r.id_field {
         check_path(id, &format!("{path}.id_field"), p);
     }
-    if r.fields.is_empty() {
+    if r.fields.listed().is_empty() && !r.fields.is_all() {
         p.push(
             format!("{path}.fields"),
-            "at least one tracked field is required",
+            "at least one tracked field is required (or \"*\" for every field)",
         );
     }
-    for (name, vendor) in &r.fields {
+    if !r.exclude.is_empty() && !r.fields.is_all() {
+        p.push(
+            format!("{path}.exclude"),
+            "exclude applies only to fields = \"*\"; leave the field out of the table instead",
+        );
+    }
+    for (i, name) in r.exclude.iter().enumerate() {
+        if name.trim().is_empty() {
+            p.push(format!("{path}.exclude[{i}]"), "empty field name");
+        }
+    }
+    for (name, vendor) in r.fields.listed() {
         let fpath = format!("{path}.fields.{name}");
         if name.trim().is_empty() || name.contains(',') {
             p.push(
@@ -351,7 +362,7 @@ fn validate_resource(
     // Snapshots tell fields apart by a 32-bit tag of the name (crate::fingerprint): two names
     // with one tag (about one configuration in 2.4 million at 60 fields) cannot be tracked.
     let mut tags: std::collections::HashMap<u32, &str> = std::collections::HashMap::new();
-    for name in r.fields.keys() {
+    for name in r.fields.listed().keys() {
         if let Some(other) = tags.insert(crate::fingerprint::name_tag(name), name) {
             p.push(
                 format!("{path}.fields.{name}"),

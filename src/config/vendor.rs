@@ -37,6 +37,10 @@ pub struct VendorDefaults {
     pub http: bool,
     /// The OAuth 2.0 token endpoint under `base_url` when `auth.token_url` is not set.
     pub token_path: &'static str,
+    /// Top-level bookkeeping fields the vendor rewrites on every write (who wrote last, a
+    /// write counter): `fields = "*"` leaves them out, or every UPDATE would list them. The
+    /// record's id, dates and revision are always left out as well.
+    pub bookkeeping_fields: &'static [&'static str],
 }
 
 /// A vendor's validation rules, beyond the checks every source gets. Problems are pushed with

@@ -60,6 +60,7 @@ pub const DEFAULTS: VendorDefaults = VendorDefaults {
     delete_audit: false,
     http: true,
     token_path: TOKEN_PATH,
+    bookkeeping_fields: &[],
 };
 
 /// The Cloud Elements `concur` element.

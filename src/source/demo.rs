@@ -38,6 +38,7 @@ pub const DEFAULTS: VendorDefaults = VendorDefaults {
     delete_audit: false,
     http: false,
     token_path: "/oauth/token",
+    bookkeeping_fields: &[],
 };
 
 /// The demo vendor (`kind = "demo"`).

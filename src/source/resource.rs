@@ -26,6 +26,9 @@ pub struct Resource {
     pub reader: RecordReader,
     /// Compares records with snapshots.
     pub detector: Detector,
+    /// The top-level fields `fields = "*"` leaves out (id, dates, revision, the vendor's
+    /// bookkeeping fields, `exclude`), sorted; also what `check --probe --fields` leaves out.
+    pub untracked: Vec<String>,
     /// Records whose class is one of these belong to another configured (child) resource and
     /// are left to it (parent/child de-duplication).
     pub skip_classes: Vec<String>,
@@ -93,6 +96,7 @@ impl Resource {
         };
         let fields: Vec<(String, FieldPath)> = r
             .fields
+            .listed()
             .iter()
             .map(|(name, vendor)| (name.clone(), path(vendor)))
             .collect();
@@ -100,18 +104,28 @@ impl Resource {
             OnBehalfOfSource::Field(p) => Some(p.clone()),
             _ => None,
         };
-        let record_keys = RecordKeys::of(
-            [Some(&reader.id), Some(&reader.updated)]
-                .into_iter()
-                .chain([
-                    reader.created.as_ref(),
-                    reader.class.as_ref(),
-                    reader.revision.as_ref(),
-                ])
-                .chain([on_behalf_of_path.as_ref()])
-                .flatten()
-                .chain(fields.iter().map(|(_, p)| p)),
-        );
+        let record_keys = if r.fields.is_all() {
+            RecordKeys::all()
+        } else {
+            RecordKeys::of(
+                [Some(&reader.id), Some(&reader.updated)]
+                    .into_iter()
+                    .chain([
+                        reader.created.as_ref(),
+                        reader.class.as_ref(),
+                        reader.revision.as_ref(),
+                    ])
+                    .chain([on_behalf_of_path.as_ref()])
+                    .flatten()
+                    .chain(fields.iter().map(|(_, p)| p)),
+            )
+        };
+        let untracked = whole_record_exclusions(&reader, defaults.bookkeeping_fields, &r.exclude);
+        let detector = if r.fields.is_all() {
+            Detector::whole(untracked.clone(), on_behalf_of, r.create_tolerance)
+        } else {
+            Detector::new(fields, on_behalf_of, r.create_tolerance)
+        };
         Resource {
             source: source.name.clone(),
             source_system: source.source_system.clone(),
@@ -119,7 +133,8 @@ impl Resource {
             entity: r.entity.clone(),
             config: r.clone(),
             reader,
-            detector: Detector::new(fields, on_behalf_of, r.create_tolerance),
+            detector,
+            untracked,
             skip_classes: vendor.skip_classes(source, &r.name),
             page_size: source.page_size.unwrap_or(defaults.page_size),
             overlap: source.overlap,
@@ -156,6 +171,30 @@ impl Resource {
     pub fn key(&self) -> String {
         format!("{}/{}", self.source, self.name)
     }
+}
+
+/// The top-level fields `fields = "*"` leaves out: the record's id, dates, class-independent
+/// revision (read for detection or carried in the body: `id`, `timestamp`), the vendor's
+/// bookkeeping fields and the user's `exclude`. A dotted path leaves out nothing (its top-level
+/// object holds other fields).
+pub fn whole_record_exclusions(
+    reader: &RecordReader,
+    bookkeeping: &[&str],
+    exclude: &[String],
+) -> Vec<String> {
+    let own = [Some(&reader.id), Some(&reader.updated)]
+        .into_iter()
+        .chain([reader.created.as_ref(), reader.revision.as_ref()])
+        .flatten()
+        .filter(|p| p.as_str() == p.root())
+        .map(|p| p.as_str().to_string());
+    let mut out: Vec<String> = own
+        .chain(bookkeeping.iter().map(|f| f.to_string()))
+        .chain(exclude.iter().cloned())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Vendor dates in a Java date pattern, local times in a zone; sentinels such as

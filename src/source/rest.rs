@@ -48,6 +48,7 @@ pub const DEFAULTS: VendorDefaults = VendorDefaults {
     delete_audit: false,
     http: true,
     token_path: "/oauth/token",
+    bookkeeping_fields: &[],
 };
 
 /// The Cloud Elements `sageone` element, which fronts Sage Business Cloud Accounting v3.1: a

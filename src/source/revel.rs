@@ -58,6 +58,10 @@ pub const DEFAULTS: VendorDefaults = VendorDefaults {
     delete_audit: false,
     http: true,
     token_path: "/oauth/token",
+    bookkeeping_fields: &[
+        // The last writer: rewritten by every update.
+        "updated_by",
+    ],
 };
 
 /// The Cloud Elements `revel` element.

@@ -76,6 +76,11 @@ pub const DEFAULTS: VendorDefaults = VendorDefaults {
     delete_audit: true,
     http: true,
     token_path: "/oauth_token.do",
+    bookkeeping_fields: &[
+        // The last writer's user name and the write counter: rewritten by every update.
+        "sys_updated_by",
+        "sys_mod_count",
+    ],
 };
 
 /// The Cloud Elements hub resources the importer maps to ServiceNow tables.
@@ -144,7 +149,7 @@ impl VendorRules for ServiceNow {
         if let Some(id) = &r.id_field {
             check(format!("{path}.id_field"), id);
         }
-        for (name, vendor) in &r.fields {
+        for (name, vendor) in r.fields.listed() {
             check(format!("{path}.fields.{name}"), vendor);
         }
         if let Some(field) = r.on_behalf_of.as_ref().and_then(|o| o.field.as_ref()) {
@@ -303,8 +308,12 @@ impl ServiceNowSource {
         }
     }
 
-    /// The fields a resource needs: id, dates, tracked fields, on-behalf-of, class.
-    fn fields(resource: &Resource) -> String {
+    /// The fields a resource needs: id, dates, tracked fields, on-behalf-of, class; `None`
+    /// (every column) when it tracks every field.
+    fn fields(resource: &Resource) -> Option<String> {
+        if resource.detector.tracks_all() {
+            return None;
+        }
         let mut fields: Vec<&str> = vec![resource.reader.id.root(), resource.reader.updated.root()];
         if let Some(created) = &resource.reader.created {
             fields.push(created.root());
@@ -324,7 +333,7 @@ impl ServiceNowSource {
                 unique.push(f);
             }
         }
-        unique.join(",")
+        Some(unique.join(","))
     }
 
     /// The position after a page of `listing` (`records`, `ids`, `deletes`) of `resource`
@@ -532,7 +541,6 @@ impl Source for ServiceNowSource {
                 "sysparm_query",
                 format!("{filter}^ORDERBY{updated}^ORDERBY{id}"),
             ),
-            ("sysparm_fields", Self::fields(resource)),
             (
                 "sysparm_exclude_reference_link",
                 self.options.exclude_reference_link.to_string(),
@@ -540,6 +548,9 @@ impl Source for ServiceNowSource {
             ("sysparm_display_value", self.display_value().to_string()),
             ("sysparm_limit", resource.page_size.to_string()),
         ];
+        if let Some(fields) = Self::fields(resource) {
+            params.push(("sysparm_fields", fields));
+        }
         if pos.skip > 0 {
             params.push(("sysparm_offset", pos.skip.to_string()));
         }
@@ -559,14 +570,16 @@ impl Source for ServiceNowSource {
     }
 
     async fn probe(&self, resource: &Resource) -> Result<Option<Value>, SourceError> {
-        let params = [
-            ("sysparm_fields", Self::fields(resource)),
+        let mut params = vec![
             (
                 "sysparm_exclude_reference_link",
                 self.options.exclude_reference_link.to_string(),
             ),
             ("sysparm_limit", "1".to_string()),
         ];
+        if let Some(fields) = Self::fields(resource) {
+            params.push(("sysparm_fields", fields));
+        }
         let answer = self.query(resource, &resource.name, &params).await?;
         Ok(answer.records.into_iter().next())
     }

@@ -1086,10 +1086,12 @@ async fn insert_layout(
     layout: &Layout,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO snapshot_layouts (id, tags) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO snapshot_layouts (id, tags, names) VALUES ($1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET names = coalesce(snapshot_layouts.names, excluded.names)",
     )
     .bind(i64::from(layout.id()))
     .bind(layout.to_bytes())
+    .bind(layout.names_json())
     .execute(&mut **tx)
     .await
     .map_err(pg_err("write snapshot layout"))?;
@@ -1101,13 +1103,13 @@ impl PgStore {
     /// Reads every stored layout into the cache (a handful: one per field list ever used).
     async fn load_layouts(&self) -> Result<(), StoreError> {
         self.count(1);
-        let rows = sqlx::query("SELECT id, tags FROM snapshot_layouts")
+        let rows = sqlx::query("SELECT id, tags, names FROM snapshot_layouts")
             .fetch_all(&self.pool)
             .await
             .map_err(pg_err("read snapshot layouts"))?;
         let layouts = rows
             .iter()
-            .map(|r| layout_row(r.get(0), r.get(1)))
+            .map(|r| layout_row(r.get(0), r.get(1), r.get(2)))
             .collect::<Result<Vec<_>, _>>()?;
         self.layouts.remember(layouts);
         Ok(())

@@ -114,10 +114,14 @@ pub(super) fn legacy_snapshot(
 }
 
 /// A layout row read back.
-pub(super) fn layout_row(id: i64, tags: &[u8]) -> Result<Arc<Layout>, StoreError> {
+pub(super) fn layout_row(
+    id: i64,
+    tags: &[u8],
+    names: Option<&str>,
+) -> Result<Arc<Layout>, StoreError> {
     Layout::from_bytes(tags)
         .filter(|l| i64::from(l.id()) == id)
-        .map(Arc::new)
+        .map(|l| Arc::new(l.with_names_json(names)))
         .ok_or_else(|| StoreError::Corrupt {
             what: "snapshot layout",
             detail: format!(

@@ -1013,12 +1013,16 @@ async fn insert_layout(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     layout: &fingerprint::Layout,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT OR IGNORE INTO snapshot_layouts (id, tags) VALUES (?, ?)")
-        .bind(i64::from(layout.id()))
-        .bind(layout.to_bytes())
-        .execute(&mut **tx)
-        .await
-        .map_err(query_err("write snapshot layout"))?;
+    sqlx::query(
+        "INSERT INTO snapshot_layouts (id, tags, names) VALUES (?, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET names = coalesce(snapshot_layouts.names, excluded.names)",
+    )
+    .bind(i64::from(layout.id()))
+    .bind(layout.to_bytes())
+    .bind(layout.names_json())
+    .execute(&mut **tx)
+    .await
+    .map_err(query_err("write snapshot layout"))?;
     Ok(())
 }
 
@@ -1026,13 +1030,13 @@ async fn insert_layout(
 impl SqliteStore {
     /// Reads every stored layout into the cache (a handful: one per field list ever used).
     async fn load_layouts(&self) -> Result<(), StoreError> {
-        let rows = sqlx::query("SELECT id, tags FROM snapshot_layouts")
+        let rows = sqlx::query("SELECT id, tags, names FROM snapshot_layouts")
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("read snapshot layouts"))?;
         let layouts = rows
             .iter()
-            .map(|r| layout_row(r.get(0), r.get(1)))
+            .map(|r| layout_row(r.get(0), r.get(1), r.get(2)))
             .collect::<Result<Vec<_>, _>>()?;
         self.layouts.remember(layouts);
         Ok(())
