@@ -71,6 +71,15 @@ pub enum Command {
         #[command(subcommand)]
         from: ImportFrom,
     },
+    /// Request an anti-entropy resync of one resource: its next poll re-reads the whole
+    /// resource at `resync_pages_per_minute` and publishes what incremental polling missed.
+    Resync {
+        /// The configuration file.
+        #[arg(long, short, env = "POLLBUS_CONFIG")]
+        config: PathBuf,
+        /// The resource: SOURCE/RESOURCE (or RESOURCE when only one source has it).
+        resource: String,
+    },
     /// Inspect and repair the state store.
     State {
         /// The configuration file.

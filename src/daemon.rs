@@ -231,6 +231,7 @@ impl App {
                     topic_prefix: config.sink.topic_prefix().to_string(),
                     wake: wake.clone(),
                     max_outbox_rows: config.outbox.max_rows,
+                    last_resync_page: Default::default(),
                 }));
             }
         }

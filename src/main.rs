@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         | Command::PollOnce { config, .. }
         | Command::Check { config, .. }
         | Command::State { config, .. }
+        | Command::Resync { config, .. }
         | Command::Dlq { config, .. } => config.clone(),
         Command::Import { from } => return commands::import::import(from),
     };
@@ -128,6 +129,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Import { from } => Ok(commands::import::import(&from)),
         Command::State { action, .. } => commands::state::run(&config, action).await,
+        Command::Resync { resource, .. } => commands::resync::resync(&config, &resource).await,
     }
 }
 

@@ -27,6 +27,12 @@ pub struct PollCounts {
     pub deleted: u64,
     /// Whether polling was skipped because the outbox is full.
     pub paused: bool,
+    /// Pages a resync read in this poll.
+    pub resync_pages: u64,
+    /// Changes a resync found that the incremental poll had missed: creates, updates, deletes.
+    pub resync_repairs: [u64; 3],
+    /// Whether a resync completed in this poll.
+    pub resync_completed: bool,
 }
 
 /// Every metric pollbus exports.
@@ -86,6 +92,12 @@ pub struct Metrics {
     pub lease_acquisitions: IntCounterVec,
     /// Rows in the dead-letter table.
     pub dead_letters: IntGauge,
+    /// Pages read by resyncs.
+    pub resync_pages: IntCounterVec,
+    /// Changes a resync found that incremental polling had missed, by event (should stay 0).
+    pub resync_repairs: IntCounterVec,
+    /// Resyncs that read the whole resource.
+    pub resyncs_completed: IntCounterVec,
 }
 
 /// One configured resource, as [`Metrics::declare`] needs it.
@@ -321,6 +333,24 @@ impl Metrics {
         registry
             .register(Box::new(dead_letters.clone()))
             .expect("unique metric");
+        let resync_pages = counter(
+            &registry,
+            "pollbus_resync_pages_total",
+            "Pages read by anti-entropy resyncs (resync_interval, pollbus resync).",
+            sr,
+        );
+        let resync_repairs = counter(
+            &registry,
+            "pollbus_resync_repairs_total",
+            "Changes a resync found that incremental polling had missed (create, update, delete); should stay 0.",
+            &["source", "resource", "event"],
+        );
+        let resyncs_completed = counter(
+            &registry,
+            "pollbus_resyncs_completed_total",
+            "Resyncs that read the whole resource.",
+            sr,
+        );
         Metrics {
             registry,
             polls,
@@ -348,6 +378,9 @@ impl Metrics {
             lease_owned,
             lease_acquisitions,
             dead_letters,
+            resync_pages,
+            resync_repairs,
+            resyncs_completed,
         }
     }
 
@@ -375,6 +408,12 @@ impl Metrics {
                     .with_label_values(&[r.source, r.resource, reason]);
             }
             self.noop_updates.with_label_values(l);
+            self.resync_pages.with_label_values(l);
+            self.resyncs_completed.with_label_values(l);
+            for event in ["create", "update", "delete"] {
+                self.resync_repairs
+                    .with_label_values(&[r.source, r.resource, event]);
+            }
             self.lease_owned.with_label_values(l);
             self.lease_acquisitions.with_label_values(l);
             self.rate_limit_waits.with_label_values(&[r.source]);
@@ -413,6 +452,20 @@ impl Metrics {
                 .inc_by(n);
         }
         self.poll_duration.with_label_values(l).observe(seconds);
+        self.resync_pages
+            .with_label_values(l)
+            .inc_by(report.resync_pages);
+        for (event, n) in ["create", "update", "delete"]
+            .into_iter()
+            .zip(report.resync_repairs)
+        {
+            self.resync_repairs
+                .with_label_values(&[source, resource, event])
+                .inc_by(n);
+        }
+        if report.resync_completed {
+            self.resyncs_completed.with_label_values(l).inc();
+        }
     }
 
     /// Records a failed poll.
@@ -452,6 +505,9 @@ mod tests {
             records: 5,
             created: 2,
             updated: 1,
+            resync_pages: 3,
+            resync_repairs: [0, 1, 2],
+            resync_completed: true,
             ..Default::default()
         };
         m.poll("crm", "customers", &report, 0.2);
@@ -471,6 +527,14 @@ mod tests {
             text.contains("pollbus_http_requests_total{source=\"crm\",status=\"200\"} 1"),
             "{text}"
         );
+        for line in [
+            "pollbus_resync_pages_total{resource=\"customers\",source=\"crm\"} 3",
+            "pollbus_resync_repairs_total{event=\"delete\",resource=\"customers\",source=\"crm\"} 2",
+            "pollbus_resync_repairs_total{event=\"update\",resource=\"customers\",source=\"crm\"} 1",
+            "pollbus_resyncs_completed_total{resource=\"customers\",source=\"crm\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         for line in text
             .lines()
             .filter(|l| l.starts_with("# TYPE") && l.ends_with("counter"))

@@ -114,6 +114,12 @@ pub struct PollReport {
     pub stale: u64,
     /// Whether polling was skipped because the outbox is full.
     pub paused: bool,
+    /// Pages a resync read.
+    pub resync_pages: u64,
+    /// Changes a resync found that incremental polling had missed: creates, updates, deletes.
+    pub resync_repairs: [u64; 3],
+    /// Whether a resync completed.
+    pub resync_completed: bool,
 }
 
 impl From<&PollReport> for PollCounts {
@@ -131,6 +137,9 @@ impl From<&PollReport> for PollCounts {
             updated: report.updated,
             deleted: report.deleted,
             paused: report.paused,
+            resync_pages: report.resync_pages,
+            resync_repairs: report.resync_repairs,
+            resync_completed: report.resync_completed,
         }
     }
 }
@@ -158,6 +167,11 @@ impl PollReport {
         self.unchanged += o.unchanged;
         self.stale += o.stale;
         self.paused |= o.paused;
+        self.resync_pages += o.resync_pages;
+        for (a, b) in self.resync_repairs.iter_mut().zip(o.resync_repairs) {
+            *a += b;
+        }
+        self.resync_completed |= o.resync_completed;
     }
 
     /// Messages written to the outbox.
@@ -206,6 +220,9 @@ pub struct Poller {
     pub wake: Arc<Notify>,
     /// Polling pauses while the outbox holds this many rows.
     pub max_outbox_rows: u64,
+    /// When this poller last fetched a resync page: the next one, in the next poll too, waits
+    /// out the resync's pace from there.
+    pub last_resync_page: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Poller {
@@ -228,6 +245,7 @@ impl Poller {
             topic_prefix: topic_prefix.into(),
             wake: Arc::new(Notify::new()),
             max_outbox_rows,
+            last_resync_page: Default::default(),
         }
     }
 
@@ -287,11 +305,187 @@ impl Poller {
                 .to_std()
                 .is_ok_and(|age| age >= config.reconcile_interval)
         });
-        if config.deletes.reconciles() && due {
+        // A resync under way marks what it reads in the reconciliation's column and deletes
+        // what it did not read when it ends: a reconciliation meanwhile would spoil its marks,
+        // and is not needed.
+        if config.deletes.reconciles() && due && state.resync_started.is_none() {
             self.reconcile(&key, &mut state, trace, &mut report).await?;
         }
+        self.resync(&key, &mut state, trace, stop, &mut report)
+            .await?;
         self.warn_unreadable(&report);
         Ok(report)
+    }
+
+    /// Anti-entropy: when a resync is due (`resync_interval`) or requested (`pollbus resync`),
+    /// or one is under way, reads the next pages of the whole resource at
+    /// `resync_pages_per_minute` — as many as fit in one poll interval, so polls go on — and
+    /// compares every record with its snapshot like a poll does. Its position is committed with
+    /// each page (a restart or another replica goes on from there). A difference in a record
+    /// the incremental poll had already passed (updated at or before the cursor) is a *repair*:
+    /// logged with the id and fields and counted in `pollbus_resync_repairs_total`. When the
+    /// last page is read, known records it did not read are deleted (unless `deletes = "off"`),
+    /// under the reconciliation's guard, in the same commit.
+    async fn resync(
+        &self,
+        key: &ResourceKey,
+        state: &mut ResourceState,
+        trace: &TraceContext,
+        stop: &CancellationToken,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let config = &self.resource.config;
+        let now = self.clock.now();
+        if state.resync_started.is_none() {
+            let requested = state
+                .resync_requested
+                .is_some_and(|r| state.last_resync.is_none_or(|last| r > last));
+            let due = config.resync_interval.is_some_and(|every| {
+                state
+                    .last_resync
+                    .is_none_or(|last| (now - last).to_std().is_ok_and(|age| age >= every))
+            });
+            if !requested && !due {
+                return Ok(());
+            }
+            state.resync_started = Some(now);
+            state.resync_token = None;
+            tracing::info!(
+                resource = %self.resource.key(),
+                reason = if requested { "requested" } else { "resync_interval" },
+                pages_per_minute = config.resync_pages_per_minute,
+                "resync started: re-reading the whole resource to find changes the incremental poll missed"
+            );
+        }
+        let started = state.resync_started.expect("set above");
+        let run = started.timestamp_nanos_opt().unwrap_or_default();
+        let per_minute = f64::from(config.resync_pages_per_minute.max(1));
+        let pause = std::time::Duration::from_secs_f64(60.0 / per_minute);
+        let pages = (self.resource.interval.as_secs_f64() / 60.0 * per_minute).max(1.0) as u64;
+        for _ in 0..pages {
+            let previous = *self.last_resync_page.lock().expect("resync pace");
+            if let Some(previous) = previous {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(previous + pause) => {}
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            }
+            *self.last_resync_page.lock().expect("resync pace") = Some(tokio::time::Instant::now());
+            let page = self
+                .source
+                .fetch(
+                    &self.resource,
+                    DateTime::<Utc>::UNIX_EPOCH,
+                    state.resync_token.as_deref(),
+                )
+                .await?;
+            report.resync_pages += 1;
+            report.requests += u64::from(page.requests);
+            report.records += page.records.len() as u64;
+            let records = self.read_records(page.records, report);
+            let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+            let passed: HashMap<String, bool> = records
+                .iter()
+                .map(|r| (r.id.clone(), state.cursor.is_some_and(|c| r.updated <= c)))
+                .collect();
+            let mut commit = self
+                .detect(key, records, Phase::Steady, trace, report)
+                .await?;
+            for m in &commit.messages {
+                if passed.get(&m.body.id).copied().unwrap_or(false) {
+                    self.repaired(m, report);
+                }
+            }
+            self.store.reconcile_mark(key, run, &ids, None).await?;
+            let last = page.next.is_none();
+            state.resync_token = page.next;
+            if last {
+                if config.deletes != crate::config::DeleteMode::Off {
+                    let deletions = self.resync_absent(key, run, started).await?;
+                    let ctx = self.context();
+                    for (id, snapshot) in deletions {
+                        let change = self.resource.detector.deletion(&id, &snapshot, now);
+                        count(report, &change);
+                        let message = Message::build(&change, &ctx, trace);
+                        self.repaired(&message, report);
+                        commit.messages.push(message);
+                        commit.removed.push(id);
+                    }
+                    if config.deletes.reconciles() {
+                        state.last_reconcile = Some(started);
+                    }
+                }
+                state.resync_started = None;
+                state.resync_token = None;
+                state.last_resync = Some(started);
+                report.resync_completed = true;
+            }
+            commit.state = Some(state.clone());
+            let wrote = !commit.messages.is_empty();
+            self.store.commit_page(key, commit).await?;
+            if wrote {
+                self.wake.notify_one();
+            }
+            if last {
+                tracing::info!(
+                    resource = %self.resource.key(),
+                    repairs = report.resync_repairs.iter().sum::<u64>(),
+                    "resync completed"
+                );
+                return Ok(());
+            }
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// A change a resync found in a record the incremental poll had passed: counted and logged.
+    fn repaired(&self, message: &Message, report: &mut PollReport) {
+        let (i, event) = match message.body.even_type {
+            EventType::Create => (0, "create"),
+            EventType::Update => (1, "update"),
+            EventType::Delete => (2, "delete"),
+        };
+        report.resync_repairs[i] += 1;
+        tracing::warn!(
+            resource = %self.resource.key(),
+            id = %message.body.id,
+            event,
+            fields = %message.body.changed_fields,
+            "resync found a change the incremental poll had missed (the vendor changed the record without moving its updated date, or deleted it without a trace); published"
+        );
+    }
+
+    /// The known records a resync that started at `started` (mark `run`) did not read, under
+    /// the reconciliation's rules: its guard, and two misses in a row for unstable listings.
+    async fn resync_absent(
+        &self,
+        key: &ResourceKey,
+        run: i64,
+        started: DateTime<Utc>,
+    ) -> Result<Vec<(String, Snapshot)>, PollError> {
+        let missed = self.store.reconcile_miss(key, run, started, None).await?;
+        let known = self.store.snapshot_count(key).await?;
+        let ratio = self.resource.config.reconcile_max_delete_ratio;
+        if ratio < 1.0 && known > 0 && missed as f64 > ratio * known as f64 {
+            return Err(PollError::ReconcileGuard {
+                resource: self.resource.key(),
+                absent: missed as usize,
+                known,
+                ratio,
+            });
+        }
+        let min_missed = if self.source.stable_id_listing() {
+            1
+        } else {
+            2
+        };
+        Ok(self
+            .store
+            .reconcile_absent(key, run, started, min_missed)
+            .await?)
     }
 
     /// One warning per poll for the records it skipped or degraded: how many, by reason, and
@@ -400,6 +594,11 @@ impl Poller {
                 };
             }
             if last {
+                // A baseline reads the whole resource: it counts as a resync (the first one
+                // falls due `resync_interval` after it, not at once).
+                if let Phase::Baseline { changed_since } = phase {
+                    state.last_resync.get_or_insert(changed_since);
+                }
                 state.baseline_done = true;
             }
             commit.state = Some(state.clone());

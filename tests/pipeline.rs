@@ -968,6 +968,14 @@ impl pollbus::store::PageStore for CommitWaitsForNextFetch {
     ) -> Result<Vec<pollbus::store::ResourceSummary>, pollbus::store::StoreError> {
         self.inner.summaries().await
     }
+
+    async fn request_resync(
+        &self,
+        key: &ResourceKey,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), pollbus::store::StoreError> {
+        self.inner.request_resync(key, at).await
+    }
 }
 
 /// Pipelining: while page N is committed, page N+1 is already being fetched. The store holds

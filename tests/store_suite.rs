@@ -577,6 +577,47 @@ async fn field_names_survive_a_reopen(url: &str) {
     );
 }
 
+/// A resync's progress round-trips with the state, and a request made while a poll runs is not
+/// overwritten by that poll's page commit (which carries the state it read before).
+async fn resync_state_and_requests(url: &str) {
+    let key = ResourceKey::new("crm", "resynced");
+    let store = pollbus::store::open(url).await.unwrap();
+    let read_by_a_poll = store
+        .resource_state(&key)
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    store
+        .request_resync(&key, at("2024-06-01T12:00:00Z"))
+        .await
+        .unwrap();
+    let state = ResourceState {
+        baseline_done: true,
+        last_resync: Some(at("2024-06-01T00:00:00Z")),
+        resync_started: Some(at("2024-06-01T11:00:00Z")),
+        resync_token: Some("2024-06-01 10:59:59|abc".into()),
+        ..read_by_a_poll
+    };
+    store
+        .commit_page(
+            &key,
+            PageCommit {
+                at: at("2024-06-01T12:00:01Z"),
+                state: Some(state.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.resource_state(&key).await.unwrap(),
+        Some(ResourceState {
+            resync_requested: Some(at("2024-06-01T12:00:00Z")),
+            ..state
+        })
+    );
+}
+
 #[tokio::test]
 async fn sqlite_store_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
@@ -584,6 +625,7 @@ async fn sqlite_store_passes_the_suite() {
     let store = pollbus::store::open(&url).await.unwrap();
     suite(store).await;
     field_names_survive_a_reopen(&url).await;
+    resync_state_and_requests(&url).await;
     // Reopening migrates nothing twice and keeps the data.
     let store = pollbus::store::open(&url).await.unwrap();
     assert_eq!(
@@ -599,6 +641,7 @@ async fn postgres_store_passes_the_suite() {
     let store = pollbus::store::open(&db.url).await.unwrap();
     suite(store).await;
     field_names_survive_a_reopen(&db.url).await;
+    resync_state_and_requests(&db.url).await;
     // Reopening migrates nothing twice and keeps the data.
     let store = pollbus::store::open(&db.url).await.unwrap();
     assert_eq!(

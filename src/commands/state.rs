@@ -56,6 +56,29 @@ pub async fn state(
                     },
                     timestamp_or(s.state.last_reconcile, "never"),
                 );
+                if let Some(started) = s.state.resync_started {
+                    let _ = writeln!(
+                        text,
+                        "  resync under way since {} ({})",
+                        format_timestamp(started),
+                        if s.state.resync_token.is_some() {
+                            "past its first page"
+                        } else {
+                            "at its first page"
+                        }
+                    );
+                } else if s.state.last_resync.is_some() || s.state.resync_requested.is_some() {
+                    let _ = writeln!(
+                        text,
+                        "  last resync {}{}",
+                        timestamp_or(s.state.last_resync, "never"),
+                        match (s.state.resync_requested, s.state.last_resync) {
+                            (Some(r), last) if last.is_none_or(|l| r > l) =>
+                                format!(", one requested {}", format_timestamp(r)),
+                            _ => String::new(),
+                        }
+                    );
+                }
             }
         }
         StateAction::Dead { limit } => {

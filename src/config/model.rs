@@ -640,6 +640,17 @@ pub struct ResourceConfig {
     /// (protects against an API that suddenly lists nothing). 1.0 disables the guard.
     #[serde(default = "defaults::reconcile_max_delete_ratio")]
     pub reconcile_max_delete_ratio: f64,
+    /// Anti-entropy: every this often (e.g. `24h`), re-read the whole resource at
+    /// `resync_pages_per_minute`, compare every record with its snapshot and publish what
+    /// differs (changes the vendor made without moving the updated date). Off when absent;
+    /// `pollbus resync` requests one at any time.
+    #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
+    pub resync_interval: Option<Duration>,
+    /// How fast a resync reads: pages per minute (between the resource's normal polls, which
+    /// go on; the shared request budget applies to both).
+    #[serde(default = "defaults::resync_pages_per_minute")]
+    pub resync_pages_per_minute: u32,
     /// What the very first poll of a resource does with the records it finds.
     #[serde(default)]
     pub initial: InitialMode,
@@ -927,6 +938,9 @@ pub(crate) mod defaults {
     }
     pub fn reconcile_interval() -> Duration {
         Duration::from_secs(3600)
+    }
+    pub fn resync_pages_per_minute() -> u32 {
+        6
     }
     pub fn reconcile_max_delete_ratio() -> f64 {
         0.5

@@ -338,6 +338,26 @@ fn validate_resource(
             "at least one tracked field is required (or \"*\" for every field)",
         );
     }
+    if !(1..=6000).contains(&r.resync_pages_per_minute) {
+        p.push(
+            format!("{path}.resync_pages_per_minute"),
+            format!(
+                "{} is outside 1..=6000 pages per minute",
+                r.resync_pages_per_minute
+            ),
+        );
+    }
+    if let Some(every) = r.resync_interval {
+        if every < std::time::Duration::from_secs(60) {
+            p.push(
+                format!("{path}.resync_interval"),
+                format!(
+                    "{} is shorter than a minute; a resync re-reads the whole resource",
+                    humantime::format_duration(every)
+                ),
+            );
+        }
+    }
     if !r.exclude.is_empty() && !r.fields.is_all() {
         p.push(
             format!("{path}.exclude"),

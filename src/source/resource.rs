@@ -36,6 +36,8 @@ pub struct Resource {
     pub page_size: u32,
     /// How far before the cursor a poll starts.
     pub overlap: std::time::Duration,
+    /// How often the resource is polled (the source's `interval`).
+    pub interval: std::time::Duration,
     /// How far ahead of pollbus's clock a record date may move the cursor.
     pub max_clock_skew: std::time::Duration,
     /// The top-level record keys this resource reads; vendors that return every column read
@@ -138,6 +140,7 @@ impl Resource {
             skip_classes: vendor.skip_classes(source, &r.name),
             page_size: source.page_size.unwrap_or(defaults.page_size),
             overlap: source.overlap,
+            interval: source.interval,
             max_clock_skew: source.max_clock_skew,
             record_keys,
             missing_warned: std::sync::atomic::AtomicBool::new(false),

@@ -150,6 +150,16 @@ impl PageStore for DryRunStore {
     async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError> {
         self.inner.summaries().await
     }
+
+    async fn request_resync(
+        &self,
+        key: &ResourceKey,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        // A dry run writes nothing; nothing in it requests a resync either.
+        let _ = (key, at);
+        Ok(())
+    }
 }
 
 /// The token and budget roles of a dry run: tokens are read from the real store and written to

@@ -128,4 +128,12 @@ impl PageStore for FencedStore {
     async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError> {
         self.inner.summaries().await
     }
+
+    async fn request_resync(
+        &self,
+        key: &ResourceKey,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.request_resync(key, at).await
+    }
 }

@@ -76,6 +76,17 @@ pub struct ResourceState {
     pub last_reconcile: Option<DateTime<Utc>>,
     /// Position in the vendor's delete audit.
     pub audit_cursor: Option<DateTime<Utc>>,
+    /// When the last complete resync started.
+    pub last_resync: Option<DateTime<Utc>>,
+    /// When a resync was last requested (`pollbus resync`); one is due when this is later than
+    /// `last_resync`. Read only: a page commit never writes it ([`PageStore::request_resync`]
+    /// does).
+    pub resync_requested: Option<DateTime<Utc>>,
+    /// The resync under way: when it started, and the vendor page token it reads next (`None`
+    /// while `resync_started` is set: the first page).
+    pub resync_started: Option<DateTime<Utc>>,
+    /// See `resync_started`.
+    pub resync_token: Option<String>,
 }
 
 /// What one page writes, atomically.

@@ -387,7 +387,7 @@ impl PageStore for PgStore {
     async fn resource_state(&self, key: &ResourceKey) -> Result<Option<ResourceState>, StoreError> {
         self.count(1);
         let row = sqlx::query(
-            "SELECT cursor, last_reconcile, audit_cursor, baseline_done FROM resources \
+            "SELECT cursor, last_reconcile, audit_cursor, baseline_done, last_resync, resync_requested, resync_started, resync_token FROM resources \
              WHERE source = $1 AND resource = $2",
         )
         .bind(&key.source)
@@ -400,6 +400,10 @@ impl PageStore for PgStore {
             cursor: r.get::<Option<i64>, _>(0).map(from_nanos),
             last_reconcile: r.get::<Option<i64>, _>(1).map(from_nanos),
             audit_cursor: r.get::<Option<i64>, _>(2).map(from_nanos),
+            last_resync: r.get::<Option<i64>, _>(4).map(from_nanos),
+            resync_requested: r.get::<Option<i64>, _>(5).map(from_nanos),
+            resync_started: r.get::<Option<i64>, _>(6).map(from_nanos),
+            resync_token: r.get(7),
         }))
     }
 
@@ -519,11 +523,12 @@ impl PageStore for PgStore {
         if let Some(state) = &page.state {
             self.count(1);
             sqlx::query(
-                "INSERT INTO resources (source, resource, cursor, last_reconcile, audit_cursor, baseline_done, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source, resource) DO UPDATE SET \
+                "INSERT INTO resources (source, resource, cursor, last_reconcile, audit_cursor, baseline_done, updated_at, last_resync, resync_started, resync_token) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (source, resource) DO UPDATE SET \
                  cursor = excluded.cursor, last_reconcile = excluded.last_reconcile, \
                  audit_cursor = excluded.audit_cursor, baseline_done = excluded.baseline_done, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, last_resync = excluded.last_resync, \
+                 resync_started = excluded.resync_started, resync_token = excluded.resync_token",
             )
             .bind(&key.source)
             .bind(&key.resource)
@@ -532,6 +537,9 @@ impl PageStore for PgStore {
             .bind(state.audit_cursor.map(to_nanos))
             .bind(state.baseline_done)
             .bind(now)
+            .bind(state.last_resync.map(to_nanos))
+            .bind(state.resync_started.map(to_nanos))
+            .bind(state.resync_token.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(pg_err("write resource state"))?;
@@ -634,10 +642,27 @@ impl PageStore for PgStore {
         Ok(n as u64)
     }
 
+    async fn request_resync(&self, key: &ResourceKey, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.count(1);
+        sqlx::query(
+            "INSERT INTO resources (source, resource, updated_at, resync_requested) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (source, resource) DO UPDATE SET resync_requested = excluded.resync_requested",
+        )
+        .bind(&key.source)
+        .bind(&key.resource)
+        .bind(to_nanos(at))
+        .bind(to_nanos(at))
+        .execute(&self.pool)
+        .await
+        .map_err(pg_err("request a resync"))?;
+        Ok(())
+    }
+
     async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError> {
         self.count(1);
         let rows = sqlx::query(
             "SELECT r.source, r.resource, r.cursor, r.last_reconcile, r.audit_cursor, r.baseline_done, \
+                    r.last_resync, r.resync_requested, r.resync_started, r.resync_token, \
                     (SELECT count(*) FROM snapshots s WHERE s.source = r.source AND s.resource = r.resource) \
              FROM resources r ORDER BY r.source, r.resource",
         )
@@ -653,8 +678,12 @@ impl PageStore for PgStore {
                     last_reconcile: r.get::<Option<i64>, _>(3).map(from_nanos),
                     audit_cursor: r.get::<Option<i64>, _>(4).map(from_nanos),
                     baseline_done: r.get(5),
+                    last_resync: r.get::<Option<i64>, _>(6).map(from_nanos),
+                    resync_requested: r.get::<Option<i64>, _>(7).map(from_nanos),
+                    resync_started: r.get::<Option<i64>, _>(8).map(from_nanos),
+                    resync_token: r.get(9),
                 },
-                snapshots: r.get::<i64, _>(6) as u64,
+                snapshots: r.get::<i64, _>(10) as u64,
             })
             .collect())
     }

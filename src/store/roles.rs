@@ -87,6 +87,10 @@ pub trait PageStore: OutboxGauge {
     /// How many snapshots the resource has.
     async fn snapshot_count(&self, key: &ResourceKey) -> Result<u64, StoreError>;
 
+    /// Records that a resync of `key` was requested at `at` (`pollbus resync`): the resource's
+    /// next poll starts one. Written apart from the page commit, which never overwrites it.
+    async fn request_resync(&self, key: &ResourceKey, at: DateTime<Utc>) -> Result<(), StoreError>;
+
     /// Every resource with its state and snapshot count.
     async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError>;
 }

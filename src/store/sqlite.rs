@@ -322,7 +322,7 @@ fn opt_time(n: Option<i64>) -> Option<DateTime<Utc>> {
 impl PageStore for SqliteStore {
     async fn resource_state(&self, key: &ResourceKey) -> Result<Option<ResourceState>, StoreError> {
         let row = sqlx::query(
-            "SELECT cursor, last_reconcile, audit_cursor, baseline_done FROM resources WHERE source = ? AND resource = ?",
+            "SELECT cursor, last_reconcile, audit_cursor, baseline_done, last_resync, resync_requested, resync_started, resync_token FROM resources WHERE source = ? AND resource = ?",
         )
         .bind(&key.source)
         .bind(&key.resource)
@@ -334,6 +334,10 @@ impl PageStore for SqliteStore {
             cursor: opt_time(r.get(0)),
             last_reconcile: opt_time(r.get(1)),
             audit_cursor: opt_time(r.get(2)),
+            last_resync: opt_time(r.get(4)),
+            resync_requested: opt_time(r.get(5)),
+            resync_started: opt_time(r.get(6)),
+            resync_token: r.get(7),
         }))
     }
 
@@ -425,11 +429,12 @@ impl PageStore for SqliteStore {
         }
         if let Some(state) = &page.state {
             sqlx::query(
-                "INSERT INTO resources (source, resource, cursor, last_reconcile, audit_cursor, baseline_done, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, resource) DO UPDATE SET \
+                "INSERT INTO resources (source, resource, cursor, last_reconcile, audit_cursor, baseline_done, updated_at, last_resync, resync_started, resync_token) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, resource) DO UPDATE SET \
                  cursor = excluded.cursor, last_reconcile = excluded.last_reconcile, \
                  audit_cursor = excluded.audit_cursor, baseline_done = excluded.baseline_done, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, last_resync = excluded.last_resync, \
+                 resync_started = excluded.resync_started, resync_token = excluded.resync_token",
             )
             .bind(&key.source)
             .bind(&key.resource)
@@ -438,6 +443,9 @@ impl PageStore for SqliteStore {
             .bind(state.audit_cursor.map(to_nanos))
             .bind(state.baseline_done)
             .bind(now)
+            .bind(state.last_resync.map(to_nanos))
+            .bind(state.resync_started.map(to_nanos))
+            .bind(state.resync_token.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(query_err("write resource state"))?;
@@ -532,9 +540,25 @@ impl PageStore for SqliteStore {
         Ok(n as u64)
     }
 
+    async fn request_resync(&self, key: &ResourceKey, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO resources (source, resource, updated_at, resync_requested) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (source, resource) DO UPDATE SET resync_requested = excluded.resync_requested",
+        )
+        .bind(&key.source)
+        .bind(&key.resource)
+        .bind(to_nanos(at))
+        .bind(to_nanos(at))
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("request a resync"))?;
+        Ok(())
+    }
+
     async fn summaries(&self) -> Result<Vec<ResourceSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.source, r.resource, r.cursor, r.last_reconcile, r.audit_cursor, r.baseline_done, \
+                    r.last_resync, r.resync_requested, r.resync_started, r.resync_token, \
                     (SELECT count(*) FROM snapshots s WHERE s.source = r.source AND s.resource = r.resource) \
              FROM resources r ORDER BY r.source, r.resource",
         )
@@ -550,8 +574,12 @@ impl PageStore for SqliteStore {
                     last_reconcile: opt_time(r.get(3)),
                     audit_cursor: opt_time(r.get(4)),
                     baseline_done: r.get(5),
+                    last_resync: opt_time(r.get(6)),
+                    resync_requested: opt_time(r.get(7)),
+                    resync_started: opt_time(r.get(8)),
+                    resync_token: r.get(9),
                 },
-                snapshots: r.get::<i64, _>(6) as u64,
+                snapshots: r.get::<i64, _>(10) as u64,
             })
             .collect())
     }
