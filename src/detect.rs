@@ -369,6 +369,20 @@ impl Detector {
         }
     }
 
+    /// The current state of `record` as an UPDATE listing every tracked field with its value,
+    /// whatever its snapshot says (`pollbus replay`: the contract has no snapshot event). Its
+    /// version is the record's own — its updated date and record fingerprint, what
+    /// [`Snapshot::version`] gives for the snapshot detection stores of this copy.
+    pub fn replay(&self, record: &SourceRecord) -> Change {
+        let snapshot = Snapshot {
+            updated: record.updated,
+            revision: record.revision,
+            fingerprint: self.fingerprint(&self.hashes(&record.raw)),
+        };
+        let every = (0..self.fields.len()).collect();
+        self.change(EventType::Update, record, record.updated, every, &snapshot)
+    }
+
     /// The DELETE of a known record, detected at `at`. Its message id depends only on the last
     /// known version, so the audit and the reconciliation finding the same delete agree.
     pub fn deletion(&self, id: &str, prior: &Snapshot, at: DateTime<Utc>) -> Change {
@@ -724,6 +738,55 @@ mod tests {
         let expected = format!("1714557600000000000|{:016x}", snapshot.fingerprint.record);
         assert_eq!(snapshot.version(), expected);
         assert_eq!(snapshot.version(), "1714557600000000000|6b432d7da85249c5");
+    }
+
+    #[test]
+    fn a_replay_is_an_update_of_every_field_with_the_records_own_version() {
+        let det = detector();
+        let r = rec(
+            "2024-01-01T00:00:10Z",
+            Some("2024-01-01T00:00:10Z"),
+            "Åse",
+            "Tromsø",
+        );
+        let c = det.replay(&r);
+        assert_eq!(
+            c.kind,
+            EventType::Update,
+            "never a CREATE, even when just created"
+        );
+        assert_eq!(
+            c.changed,
+            vec![
+                ("FirstName".to_string(), json!("Åse")),
+                ("City".to_string(), json!("Tromsø"))
+            ]
+        );
+        assert_eq!(
+            (c.id.as_str(), c.timestamp, c.on_behalf_of.as_deref()),
+            ("1", r.updated, Some("IFS"))
+        );
+        // the version detection stores for this copy, whatever snapshot is known
+        let stored = det.detect(&r, None, Phase::Steady).snapshot.unwrap();
+        assert_eq!(c.version, stored.version());
+        let older = det
+            .detect(
+                &rec("2024-01-01T00:00:00Z", None, "A", "B"),
+                None,
+                baseline(),
+            )
+            .snapshot
+            .unwrap();
+        assert_eq!(
+            det.detect(&r, Some(&older), Phase::Steady)
+                .snapshot
+                .unwrap()
+                .version(),
+            c.version
+        );
+        // another value, another version
+        let moved = rec("2024-01-01T00:00:10Z", None, "Åse", "Bodø");
+        assert_ne!(det.replay(&moved).version, c.version);
     }
 
     #[test]
