@@ -40,12 +40,13 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Publish again the current state of every record of one resource updated in a window,
-    /// for a subscriber that lost messages: each record as an UPDATE listing every tracked
-    /// field, marked with `pollbus-replay` = the replay's id (and `pollbus-replay-for` with
-    /// --for). Goes through the outbox; snapshots and cursors are untouched; the same replay run
-    /// again makes the same MessageIds. Exits 64 for a bad request, 1 when the vendor failed or
-    /// messages are left in the outbox.
+    /// Publish again the current state of one resource's records updated in a window (for a
+    /// subscriber that lost messages), then exit (64 for a bad request, non-zero if the vendor
+    /// failed or messages are left in the outbox).
+    ///
+    /// Each record goes as an UPDATE listing every tracked field, marked with `pollbus-replay` =
+    /// the replay's id (and `pollbus-replay-for` with --for), through the outbox; snapshots and
+    /// cursors are untouched; the same replay run again makes the same MessageIds.
     #[command(
         after_help = "Subscriptions other than --for ignore a replay with the SQL rule
   NOT EXISTS([pollbus-replay-for]) OR [pollbus-replay-for] = '<their own name>'
@@ -66,7 +67,7 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
         /// Meant for this subscription: sets `pollbus-replay-for`, which the topic's other
-        /// subscriptions filter out with the SQL rule above.
+        /// subscriptions filter out with the SQL rule below.
         #[arg(long = "for", value_name = "SUBSCRIPTION")]
         for_subscription: Option<String>,
         /// Read the window and print how many records and messages the replay would send and
