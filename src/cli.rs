@@ -1,4 +1,5 @@
-//! The command line (clap definitions): `run`, `poll-once`, `check`, `dlq`, `import`, `state`.
+//! The command line (clap definitions): `run`, `poll-once`, `replay`, `check`, `dlq`, `import`,
+//! `state`.
 //! The commands themselves are in the binary's `commands` folder.
 
 use std::path::PathBuf;
@@ -36,6 +37,41 @@ pub enum Command {
         resource: Option<String>,
         /// Print the messages the poll would publish (stdout format) and write nothing: no
         /// snapshot, cursor or outbox row; the sink is not used.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Publish again the current state of one resource's records updated in a window (for a
+    /// subscriber that lost messages), then exit (64 for a bad request, non-zero if the vendor
+    /// failed or messages are left in the outbox).
+    ///
+    /// Each record goes as an UPDATE listing every tracked field, marked with `pollbus-replay` =
+    /// the replay's id (and `pollbus-replay-for` with --for), through the outbox; snapshots and
+    /// cursors are untouched; the same replay run again makes the same MessageIds.
+    #[command(
+        after_help = "Subscriptions other than --for ignore a replay with the SQL rule
+  NOT EXISTS([pollbus-replay-for]) OR [pollbus-replay-for] = '<their own name>'
+(see README, \"Replay\")."
+    )]
+    Replay {
+        /// The configuration file.
+        #[arg(long, short, env = "POLLBUS_CONFIG")]
+        config: PathBuf,
+        /// The resource: SOURCE/RESOURCE, or RESOURCE when no other source has one so named.
+        #[arg(long)]
+        resource: String,
+        /// Replay records updated at or after this instant: RFC 3339 with a zone, e.g.
+        /// 2024-05-07T10:00:00+02:00 or 2024-05-07T08:00:00Z.
+        #[arg(long, value_name = "TIME")]
+        since: String,
+        /// …and before this instant (excluded); without it the window has no end.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Meant for this subscription: sets `pollbus-replay-for`, which the topic's other
+        /// subscriptions filter out with the SQL rule below.
+        #[arg(long = "for", value_name = "SUBSCRIPTION")]
+        for_subscription: Option<String>,
+        /// Read the window and print how many records and messages the replay would send and
+        /// a sample (stdout format); queue and send nothing.
         #[arg(long)]
         dry_run: bool,
     },

@@ -20,6 +20,12 @@
 //! ([`RESERVED_PROPERTIES`]) is published as `pollbus-field-<name>`; `changedFields` keeps the
 //! contract name.
 //!
+//! **Replays** (`pollbus replay`, [`Message::build_with`]) add two marks: [`REPLAY`] (the
+//! replay's id) and, when the replay is meant for one subscription, [`REPLAY_FOR`] (its name).
+//! Their version is `<replay id>|<record version>`, so their MessageIds differ from the
+//! original messages' (which the topic may have seen) and repeat when the same replay runs
+//! again.
+//!
 //! **Size rule** (Service Bus Standard tier, so a message fits every tier): a property value
 //! over [`MAX_PROPERTY_BYTES`] is dropped; then, while the properties exceed
 //! [`MAX_PROPERTIES_BYTES`] or the whole message [`MAX_MESSAGE_BYTES`], the largest remaining
@@ -45,7 +51,14 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
     "DeadLetterReason",
     "DeadLetterErrorDescription",
     "pollbus-truncated-fields",
+    REPLAY,
+    REPLAY_FOR,
 ];
+/// The replay a message belongs to (`pollbus replay`): the replay's id.
+pub const REPLAY: &str = "pollbus-replay";
+/// The subscription a replay is meant for (`pollbus replay --for`); the other subscriptions of
+/// the topic ignore it with the SQL rule in the README.
+pub const REPLAY_FOR: &str = "pollbus-replay-for";
 /// Prefix given to a changed field whose name is reserved.
 pub const RENAMED_FIELD_PREFIX: &str = "pollbus-field-";
 /// Names the changed fields whose properties were dropped by the size rule.
@@ -332,7 +345,13 @@ fn property_size(name: &str, value: &PropertyValue) -> usize {
 }
 
 /// Applies the size rule; returns the contract names of the dropped fields in config order.
-fn fit(properties: &mut IndexMap<String, PropertyValue>, change: &Change) -> Vec<String> {
+/// `Diagnostic-Id` and the `marks` are never dropped.
+fn fit(
+    properties: &mut IndexMap<String, PropertyValue>,
+    change: &Change,
+    marks: &[(&str, String)],
+) -> Vec<String> {
+    let kept = |name: &str| name == DIAGNOSTIC_ID || marks.iter().any(|(m, _)| *m == name);
     let body_estimate = 512
         + change.id.len() * 2
         + change
@@ -342,7 +361,7 @@ fn fit(properties: &mut IndexMap<String, PropertyValue>, change: &Change) -> Vec
             .sum::<usize>();
     let mut dropped: Vec<String> = Vec::new();
     properties.retain(|name, value| {
-        let keep = name == DIAGNOSTIC_ID || value.size_hint() <= MAX_PROPERTY_BYTES;
+        let keep = kept(name) || value.size_hint() <= MAX_PROPERTY_BYTES;
         if !keep {
             dropped.push(name.clone());
         }
@@ -366,7 +385,7 @@ fn fit(properties: &mut IndexMap<String, PropertyValue>, change: &Change) -> Vec
         }
         let largest = properties
             .iter()
-            .filter(|(n, _)| n.as_str() != DIAGNOSTIC_ID)
+            .filter(|(n, _)| !kept(n))
             .max_by_key(|(_, v)| v.size_hint())
             .map(|(n, _)| n.clone());
         match largest {
@@ -389,6 +408,18 @@ fn fit(properties: &mut IndexMap<String, PropertyValue>, change: &Change) -> Vec
 impl Message {
     /// Builds the message for a change.
     pub fn build(change: &Change, ctx: &MessageContext<'_>, trace: &TraceContext) -> Message {
+        Self::build_with(change, ctx, trace, &[])
+    }
+
+    /// Builds the message for a change with `marks`: properties pollbus adds besides the
+    /// fields (a replay's [`REPLAY`] and [`REPLAY_FOR`]), placed after `Diagnostic-Id` and
+    /// never dropped by the size rule. Their names are reserved, so no field takes them.
+    pub fn build_with(
+        change: &Change,
+        ctx: &MessageContext<'_>,
+        trace: &TraceContext,
+        marks: &[(&str, String)],
+    ) -> Message {
         let partition_key = format!("{}.{}", ctx.entity, change.id);
         let message_id = message_id(
             ctx.source,
@@ -397,15 +428,19 @@ impl Message {
             change.kind,
             &change.version,
         );
-        let mut application_properties = IndexMap::with_capacity(change.changed.len() + 1);
+        let mut application_properties =
+            IndexMap::with_capacity(change.changed.len() + 1 + marks.len());
         application_properties.insert(
             DIAGNOSTIC_ID.to_string(),
             PropertyValue::String(trace.child(&message_id).traceparent()),
         );
+        for (name, value) in marks {
+            application_properties.insert(name.to_string(), PropertyValue::String(value.clone()));
+        }
         for (name, value) in &change.changed {
             application_properties.insert(property_name(name), PropertyValue::from_json(value));
         }
-        let truncated = fit(&mut application_properties, change);
+        let truncated = fit(&mut application_properties, change, marks);
         if !truncated.is_empty() {
             application_properties.insert(
                 TRUNCATED_FIELDS.to_string(),
@@ -597,6 +632,51 @@ mod tests {
         assert!(total <= MAX_PROPERTIES_BYTES, "{total}");
         let small = Message::build(&change(EventType::Update), &ctx(), &TraceContext::random());
         assert!(!small.application_properties.contains_key(TRUNCATED_FIELDS));
+    }
+
+    #[test]
+    fn marks_follow_the_diagnostic_id_survive_the_size_rule_and_no_field_takes_them() {
+        let mut c = change(EventType::Update);
+        c.changed = vec![
+            ("pollbus-replay".into(), json!("a field")),
+            ("Huge".into(), json!("x".repeat(40 * 1024))),
+            ("A".into(), json!("a".repeat(31 * 1024))),
+            ("B".into(), json!("b".repeat(30 * 1024))),
+        ];
+        let marks = [
+            (REPLAY, "0123456789abcdef".to_string()),
+            (REPLAY_FOR, "crm-sync".to_string()),
+        ];
+        let m = Message::build_with(&c, &ctx(), &TraceContext::random(), &marks);
+        let names: Vec<&str> = m
+            .application_properties
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            &names[..3],
+            [DIAGNOSTIC_ID, REPLAY, REPLAY_FOR],
+            "{names:?}"
+        );
+        let props = &m.application_properties;
+        assert_eq!(
+            props[REPLAY],
+            PropertyValue::String("0123456789abcdef".into())
+        );
+        assert_eq!(props[REPLAY_FOR], PropertyValue::String("crm-sync".into()));
+        assert_eq!(
+            props["pollbus-field-pollbus-replay"],
+            PropertyValue::String("a field".into())
+        );
+        assert_eq!(
+            props[TRUNCATED_FIELDS],
+            PropertyValue::String("Huge,A".into()),
+            "fields are dropped, the marks stay"
+        );
+        // the same change without marks: the same MessageId (marks do not make the id)
+        let plain = Message::build(&c, &ctx(), &TraceContext::random());
+        assert_eq!(plain.message_id, m.message_id);
+        assert!(!plain.application_properties.contains_key(REPLAY));
     }
 
     #[test]

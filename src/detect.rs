@@ -294,10 +294,7 @@ impl Detector {
             } else {
                 EventType::Update
             };
-            let changed = match &self.whole {
-                None => Changed::Listed((0..self.fields.len()).collect()),
-                Some(_) => Changed::Whole(snapshot.fingerprint.layout.tags().to_vec()),
-            };
+            let changed = self.every(&snapshot);
             return Detection {
                 outcome: Outcome::Changed(self.change(
                     kind,
@@ -433,6 +430,39 @@ impl Detector {
             changed,
             on_behalf_of: self.on_behalf_of(Some(&record.raw)),
             version: snapshot.version(),
+        }
+    }
+
+    /// The current state of `record` as an UPDATE listing every tracked field with its value,
+    /// whatever its snapshot says (`pollbus replay`: the contract has no snapshot event). Its
+    /// version is the record's own — its updated date and record fingerprint, what
+    /// [`Snapshot::version`] gives for the snapshot detection stores of this copy.
+    pub fn replay(&self, record: &SourceRecord) -> Change {
+        let fingerprint = match &self.whole {
+            None => self.fingerprint(&self.hashes(&record.raw)),
+            Some(whole) => whole.fingerprint(&record.raw),
+        };
+        let snapshot = Snapshot {
+            updated: record.updated,
+            revision: record.revision,
+            fingerprint,
+        };
+        let every = self.every(&snapshot);
+        self.change(
+            EventType::Update,
+            record,
+            record.updated,
+            every,
+            &snapshot,
+            None,
+        )
+    }
+
+    /// Every tracked field of the record `snapshot` was taken of.
+    fn every(&self, snapshot: &Snapshot) -> Changed {
+        match &self.whole {
+            None => Changed::Listed((0..self.fields.len()).collect()),
+            Some(_) => Changed::Whole(snapshot.fingerprint.layout.tags().to_vec()),
         }
     }
 
@@ -925,6 +955,55 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_is_an_update_of_every_field_with_the_records_own_version() {
+        let det = detector();
+        let r = rec(
+            "2024-01-01T00:00:10Z",
+            Some("2024-01-01T00:00:10Z"),
+            "Åse",
+            "Tromsø",
+        );
+        let c = det.replay(&r);
+        assert_eq!(
+            c.kind,
+            EventType::Update,
+            "never a CREATE, even when just created"
+        );
+        assert_eq!(
+            c.changed,
+            vec![
+                ("FirstName".to_string(), json!("Åse")),
+                ("City".to_string(), json!("Tromsø"))
+            ]
+        );
+        assert_eq!(
+            (c.id.as_str(), c.timestamp, c.on_behalf_of.as_deref()),
+            ("1", r.updated, Some("IFS"))
+        );
+        // the version detection stores for this copy, whatever snapshot is known
+        let stored = det.detect(&r, None, Phase::Steady).snapshot.unwrap();
+        assert_eq!(c.version, stored.version());
+        let older = det
+            .detect(
+                &rec("2024-01-01T00:00:00Z", None, "A", "B"),
+                None,
+                baseline(),
+            )
+            .snapshot
+            .unwrap();
+        assert_eq!(
+            det.detect(&r, Some(&older), Phase::Steady)
+                .snapshot
+                .unwrap()
+                .version(),
+            c.version
+        );
+        // another value, another version
+        let moved = rec("2024-01-01T00:00:10Z", None, "Åse", "Bodø");
+        assert_ne!(det.replay(&moved).version, c.version);
+    }
+
+    #[test]
     fn versions_differ_by_values_and_deletion_uses_the_last_one() {
         let det = detector();
         let a = det.detect(
@@ -1063,6 +1142,20 @@ mod tests {
         assert!(
             matches!(&det.outcome, Outcome::Changed(c) if c.changed.is_empty()),
             "still an UPDATE (the record changed), without the field it cannot name: {det:?}"
+        );
+    }
+
+    #[test]
+    fn a_whole_record_replay_lists_every_field_by_name() {
+        let r = raw_rec(
+            "2024-01-01T00:00:00Z",
+            json!({"sys_id": "a1", "sys_mod_count": "2", "b": 2, "a": null}),
+        );
+        let change = whole().replay(&r);
+        assert_eq!(change.kind, EventType::Update);
+        assert_eq!(
+            change.changed,
+            vec![("a".to_string(), Value::Null), ("b".to_string(), json!(2))]
         );
     }
 

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod poll;
 pub mod record;
+pub mod replay;
 pub mod sink;
 pub mod source;
 pub mod status;

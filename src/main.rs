@@ -38,6 +38,7 @@ fn main() -> ExitCode {
     let path = match &cli.command {
         Command::Run { config }
         | Command::PollOnce { config, .. }
+        | Command::Replay { config, .. }
         | Command::Check { config, .. }
         | Command::State { config, .. }
         | Command::Resync { config, .. }
@@ -123,6 +124,23 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             } else {
                 commands::poll_once::poll_once(config, resource.as_deref()).await
             }
+        }
+        Command::Replay {
+            resource,
+            since,
+            until,
+            for_subscription,
+            dry_run,
+            ..
+        } => {
+            let args = commands::replay::ReplayArgs {
+                resource,
+                since,
+                until,
+                for_subscription,
+                dry_run,
+            };
+            commands::replay::replay(config, args).await
         }
         Command::Dlq { action, .. } => {
             commands::dlq::dlq(&config, action, &mut std::io::stdout()).await

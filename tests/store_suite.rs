@@ -47,6 +47,32 @@ fn message(entity: &str, id: &str) -> Message {
     Message::build(&change, &ctx, &TraceContext::random())
 }
 
+/// A message of `pollbus replay`: marked with its replay id and target subscription.
+fn replay_message(entity: &str, id: &str) -> Message {
+    let plain = message(entity, id);
+    let change = Change {
+        kind: EventType::Update,
+        id: id.into(),
+        timestamp: t("2024-06-01T10:00:00Z"),
+        changed: vec![("City".into(), json!("Bodø"))],
+        on_behalf_of: None,
+        version: format!("0123456789abcdef|{id}"),
+    };
+    let ctx = MessageContext {
+        source: "crm",
+        source_system: "CRM",
+        entity,
+        topic_prefix: "api.event.",
+    };
+    let marks = [
+        (pollbus::replay::REPLAY, "0123456789abcdef".to_string()),
+        (pollbus::replay::REPLAY_FOR, "crm-sync".to_string()),
+    ];
+    let replayed = Message::build_with(&change, &ctx, &TraceContext::random(), &marks);
+    assert_ne!(replayed.message_id, plain.message_id);
+    replayed
+}
+
 fn at(text: &str) -> DateTime<Utc> {
     t(text)
 }
@@ -172,17 +198,20 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.outbox_stats().await.unwrap().dead, 0);
 
     // Per topic: topics by their oldest row, one topic's rows, one topic's depth.
+    let replayed = replay_message("account", "a2");
     store
         .commit_page(
             &other,
             PageCommit {
                 at: at("2024-06-01T12:00:30Z"),
-                messages: vec![message("account", "a1"), message("account", "a2")],
+                messages: vec![message("account", "a1"), replayed.clone()],
                 ..Default::default()
             },
         )
         .await
         .unwrap();
+    // A page of messages alone (what `pollbus replay` commits) writes no resource state.
+    assert_eq!(store.resource_state(&other).await.unwrap(), None);
     // Waiting now: customer "2" (requeued in its place), account "9", accounts a1, a2.
     assert_eq!(
         store.outbox_topics().await.unwrap(),
@@ -216,6 +245,7 @@ async fn suite(store: Arc<dyn Store>) {
     let accounts = store.outbox_next_in("api.event.account", 10).await.unwrap();
     let seqs: Vec<i64> = accounts.iter().map(|r| r.seq).collect();
     assert_eq!(seqs.len(), 3);
+    assert_eq!(accounts[2].message, replayed, "a replay's marks round-trip");
     store.outbox_ack(&seqs).await.unwrap();
     assert_eq!(store.outbox_topics().await.unwrap(), ["api.event.customer"]);
 

@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod import;
 pub mod plan;
 pub mod poll_once;
+pub mod replay;
 pub mod resync;
 pub mod run;
 pub mod state;

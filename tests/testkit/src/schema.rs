@@ -49,7 +49,8 @@ fn validator(name: &'static str) -> &'static Validator {
 }
 
 /// Panics with every schema violation unless `message` (a stdout/jsonl line as JSON) is valid,
-/// and checks what the schema cannot: session id = partition key, properties = changed fields.
+/// and checks what the schema cannot: session id = partition key, properties = changed fields
+/// (besides `Diagnostic-Id`, `pollbus-truncated-fields` and a replay's marks).
 pub fn assert_valid_message(message: &Value) {
     let errors: Vec<String> = validator("message.schema.json")
         .iter_errors(message)
@@ -73,7 +74,15 @@ pub fn assert_valid_message(message: &Value) {
         .map(|m| {
             m.keys()
                 .map(String::as_str)
-                .filter(|k| *k != "Diagnostic-Id" && *k != "pollbus-truncated-fields")
+                .filter(|k| {
+                    ![
+                        "Diagnostic-Id",
+                        "pollbus-truncated-fields",
+                        "pollbus-replay",
+                        "pollbus-replay-for",
+                    ]
+                    .contains(k)
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -88,6 +97,8 @@ pub fn assert_valid_message(message: &Value) {
                 "deadletterreason",
                 "deadlettererrordescription",
                 "pollbus-truncated-fields",
+                "pollbus-replay",
+                "pollbus-replay-for",
             ]
             .contains(&f.to_ascii_lowercase().as_str())
             {
