@@ -325,7 +325,8 @@ impl Poller {
     /// the incremental poll had already passed (updated at or before the cursor) is a *repair*:
     /// logged with the id and fields and counted in `pollbus_resync_repairs_total`. When the
     /// last page is read, known records it did not read are deleted (unless `deletes = "off"`),
-    /// under the reconciliation's guard, in the same commit.
+    /// under the reconciliation's guard, in the same commit; such a delete is a repair when the
+    /// vendor's delete audit should have reported it (`deletes = "audit"` or `"both"`).
     async fn resync(
         &self,
         key: &ResourceKey,
@@ -407,7 +408,11 @@ impl Poller {
                         let change = self.resource.detector.deletion(&id, &snapshot, now);
                         count(report, &change);
                         let message = Message::build(&change, &ctx, trace);
-                        self.repaired(&message, report);
+                        // The audit should have reported it; a reconciliation would only
+                        // have found it later, which is no miss.
+                        if config.deletes.audits() {
+                            self.repaired(&message, report);
+                        }
                         commit.messages.push(message);
                         commit.removed.push(id);
                     }

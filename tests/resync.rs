@@ -33,7 +33,6 @@ auth = {{ kind = "basic", username = "admin", password = "admin" }}
   name = "customer_contact"
   entity = "customer"
   fields = {{ FirstName = "first_name", LastName = "last_name" }}
-  deletes = "audit"
   {resync}
 "#
     );
@@ -98,7 +97,12 @@ fn resync_requests(sim: &ServiceNowSim, since: usize) -> Vec<chrono::DateTime<ch
 /// as repairs, and a second resync finds nothing.
 #[tokio::test]
 async fn a_resync_finds_what_incremental_polling_cannot_see_and_counts_repairs() {
-    let s = setup(25, "1m", "resync_pages_per_minute = 6000").await;
+    let s = setup(
+        25,
+        "1m",
+        "deletes = \"audit\"\n  resync_pages_per_minute = 6000",
+    )
+    .await;
     s.sim.advance(Duration::from_secs(600));
     let quiet = s.ids[5].clone();
     let old = s.sim.record("customer_contact", &quiet).unwrap();
@@ -165,6 +169,35 @@ async fn a_resync_finds_what_incremental_polling_cannot_see_and_counts_repairs()
         (3, [0, 0, 0], 0)
     );
     assert_eq!(s.sink.messages().len(), 2);
+}
+
+/// With `deletes = "reconcile"` a row removed without a trace is found by reconciliations, not
+/// missed: the resync's sweep publishes its DELETE earlier, and it is no repair.
+#[tokio::test]
+async fn a_delete_only_a_reconciliation_would_find_is_published_but_no_repair() {
+    let s = setup(
+        15,
+        "1m",
+        "deletes = \"reconcile\"\n  reconcile_interval = \"24h\"\n  resync_pages_per_minute = 6000",
+    )
+    .await;
+    assert!(s.sim.purge("customer_contact", &s.ids[3]));
+    s.store
+        .request_resync(&key(), chrono::Utc::now())
+        .await
+        .unwrap();
+    let r = s.poll("customer_contact").await;
+    assert_eq!(
+        (r.resync_completed, r.deleted, r.resync_repairs),
+        (true, 1, [0, 0, 0]),
+        "{r:?}"
+    );
+    let msgs = s.sink.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        (msgs[0].body.even_type.code(), msgs[0].body.id.as_str()),
+        (3, s.ids[3].as_str())
+    );
 }
 
 /// An unchanged table of 45 records (5 pages) at `resync_pages_per_minute = 120` and a poll

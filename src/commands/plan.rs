@@ -81,9 +81,17 @@ pub fn describe(config: &Config) -> String {
                     humantime::format_duration(r.reconcile_interval)
                 ),
             };
+            let resync = match r.resync_interval {
+                Some(every) => format!(
+                    "; resync every {} at {} pages/min",
+                    humantime::format_duration(every),
+                    r.resync_pages_per_minute
+                ),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  {}/{} -> topic {}{} (type {:?}); id {}; fields {}; {}; first poll: {:?}",
+                "  {}/{} -> topic {}{} (type {:?}); id {}; fields {}; {}{}; first poll: {:?}",
                 s.name,
                 r.name,
                 config.sink.topic_prefix(),
@@ -92,6 +100,7 @@ pub fn describe(config: &Config) -> String {
                 r.id_field.as_deref().unwrap_or(s.kind.default_id_field()),
                 fields.join(", "),
                 deletes,
+                resync,
                 r.initial,
             );
         }

@@ -38,7 +38,10 @@ pub const DEFAULTS: VendorDefaults = VendorDefaults {
     delete_audit: false,
     http: false,
     token_path: "/oauth/token",
-    bookkeeping_fields: &[],
+    bookkeeping_fields: &[
+        // The last writer: rewritten by every change.
+        "updated_by",
+    ],
 };
 
 /// The demo vendor (`kind = "demo"`).
