@@ -232,6 +232,7 @@ impl App {
                     wake: wake.clone(),
                     max_outbox_rows: config.outbox.max_rows,
                     last_resync_page: Default::default(),
+                    resyncs: true,
                 }));
             }
         }

@@ -223,6 +223,8 @@ pub struct Poller {
     /// When this poller last fetched a resync page: the next one, in the next poll too, waits
     /// out the resync's pace from there.
     pub last_resync_page: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Whether polls run resyncs (due, requested or under way); `poll-once --dry-run` does not.
+    pub resyncs: bool,
 }
 
 impl Poller {
@@ -246,6 +248,7 @@ impl Poller {
             wake: Arc::new(Notify::new()),
             max_outbox_rows,
             last_resync_page: Default::default(),
+            resyncs: true,
         }
     }
 
@@ -311,8 +314,10 @@ impl Poller {
         if config.deletes.reconciles() && due && state.resync_started.is_none() {
             self.reconcile(&key, &mut state, trace, &mut report).await?;
         }
-        self.resync(&key, &mut state, trace, stop, &mut report)
-            .await?;
+        if self.resyncs {
+            self.resync(&key, &mut state, trace, stop, &mut report)
+                .await?;
+        }
         self.warn_unreadable(&report);
         Ok(report)
     }

@@ -264,8 +264,8 @@ async fn an_unchanged_table_costs_the_configured_pages_per_minute_and_repairs_no
     assert_eq!(r.resync_pages, 0);
 }
 
-/// `pollbus resync SOURCE/RESOURCE` records a request in the state file; the next
-/// `pollbus poll-once` runs the resync; `pollbus state show` tells when it last ran. An unknown
+/// `pollbus resync SOURCE/RESOURCE` records a request in the state file; a dry run leaves it;
+/// the next `pollbus poll-once` runs the resync; `pollbus state show` tells when it last ran. An unknown
 /// resource exits 64 naming it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_resync_command_requests_one_that_the_next_poll_runs() {
@@ -333,6 +333,12 @@ auth = {{ kind = "basic", username = "admin", password = "admin" }}
         stdout.contains("last complete resync: 20"),
         "the baseline read everything: {stdout}"
     );
+
+    // A dry run shows one poll; it runs no resync (paced background work).
+    let out = run(&["poll-once", "--config", "pollbus.toml", "--dry-run"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("resync started"), "{stderr}");
 
     let out = run(&["poll-once", "--config", "pollbus.toml"]);
     let stderr = text(&out.stderr);

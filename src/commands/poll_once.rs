@@ -121,7 +121,7 @@ pub async fn dry_run(config: Config, resource: Option<&str>) -> anyhow::Result<E
                 continue;
             }
             polled += 1;
-            let poller = Poller::new(
+            let mut poller = Poller::new(
                 source.clone(),
                 Arc::new(Resource::build(sc, r)),
                 dry.clone(),
@@ -129,6 +129,8 @@ pub async fn dry_run(config: Config, resource: Option<&str>) -> anyhow::Result<E
                 config.sink.topic_prefix(),
                 config.outbox.max_rows,
             );
+            // A resync is paced background work (minutes of it); a dry run shows one poll.
+            poller.resyncs = false;
             match poller
                 .poll(&TraceContext::random(), &CancellationToken::new())
                 .await
