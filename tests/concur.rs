@@ -271,3 +271,54 @@ async fn errors_are_clear_and_leave_the_cursor_unchanged() {
     assert_eq!(h.sink.messages().len(), 3);
     assert_eq!(h.cursor(REPORTS).await, Some(t("2024-05-01T11:00:00Z")));
 }
+
+/// Injected: the access token expires before a `poll-once --dry-run` on a vendor that rotates
+/// refresh tokens and revokes the grant when a rotated-away one is presented again. The dry run
+/// must not spend the stored refresh token (it would keep the new one only in memory, and the
+/// daemon's next refresh would be a reuse): it fails naming why, sends no token request, and the
+/// real poll afterwards refreshes with the stored token — no reuse, nothing revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_never_spends_a_rotating_refresh_token() {
+    let sim = ConcurSim::start("refresh-0").await;
+    sim.insert(A, t("2024-06-01T10:00:00Z"), report("Oslo", 10.0));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pollbus.toml"),
+        format!(
+            "[state]\nurl = \"sqlite://state.db\"\n[sink]\nkind = \"jsonl\"\npath = \"out.jsonl\"\n{}",
+            config(&sim, 10)
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_pollbus");
+    let run = |args: &[&str]| pollbus_testkit::cli::pollbus(bin, Some(dir.path()), args, &[]);
+    let out = run(&["poll-once", "--config", "pollbus.toml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        pollbus_testkit::cli::text(&out.stderr)
+    );
+    let logins = sim.token_requests().len();
+    assert_eq!(logins, 1, "the configured refresh token, once");
+
+    sim.expire_access_tokens();
+    let out = run(&["poll-once", "--config", "pollbus.toml", "--dry-run"]);
+    let stderr = pollbus_testkit::cli::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a dry run needs a new OAuth access token"),
+        "{stderr}"
+    );
+    assert_eq!(sim.token_requests().len(), logins, "no token request");
+
+    let out = run(&["poll-once", "--config", "pollbus.toml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        pollbus_testkit::cli::text(&out.stderr)
+    );
+    let requests = sim.token_requests();
+    assert_eq!(requests.len(), logins + 1);
+    assert_eq!(requests[logins].status, 200, "{requests:?}");
+    assert_eq!(sim.refresh_token_reuses(), 0);
+}

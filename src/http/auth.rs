@@ -52,6 +52,14 @@ pub trait TokenCache: Send + Sync {
     async fn release_refresh(&self, _name: &str, _holder: &str) -> Result<(), TokenCacheError> {
         Ok(())
     }
+
+    /// Whether tokens obtained here are kept for the next user of the stored refresh token.
+    /// `false` for a cache that forgets them (a dry run): spending a refresh token there would
+    /// rotate it away from the running pollbus (vendors that rotate refresh tokens invalidate
+    /// the old one, or revoke the whole grant when it is presented again), so it is not spent.
+    fn keeps_tokens(&self) -> bool {
+        true
+    }
 }
 
 /// A [`TokenCache`] failure, with the backend's message (never the token).
@@ -96,6 +104,9 @@ pub enum AuthError {
         /// Why it is refused.
         reason: String,
     },
+    /// A cache that forgets tokens (a dry run) would have to spend a refresh token.
+    #[error("a dry run needs a new OAuth access token (none is stored, or it expired) and would have to spend the refresh token to get it, which the vendor may rotate away from the running pollbus; run without --dry-run first (a poll stores a fresh token), then dry-run while it is valid")]
+    WouldSpendRefreshToken,
     /// A recent login failed; the source waits before trying again.
     #[error("waiting {wait_secs} s before the next login attempt after: {last}")]
     Backoff {
@@ -568,7 +579,15 @@ impl OAuth2 {
         previous: Option<&Token>,
         configured: Option<String>,
     ) -> Result<Token, AuthError> {
-        let stored_refresh = previous.and_then(|t| t.refresh_token.clone());
+        let keeps = self.store.keeps_tokens();
+        if !keeps && self.config.grant == OAuthGrant::RefreshToken {
+            return Err(AuthError::WouldSpendRefreshToken);
+        }
+        // Where tokens are forgotten, the stored refresh token is not spent: the configured
+        // grant logs in afresh instead.
+        let stored_refresh = previous
+            .and_then(|t| t.refresh_token.clone())
+            .filter(|_| keeps);
         let endpoint = self.endpoint(previous);
         let endpoint = &endpoint;
         let result = match (&stored_refresh, self.config.grant) {

@@ -211,6 +211,10 @@ impl TokenStore for DryRunTokens {
     async fn release_token_refresh(&self, _name: &str, _holder: &str) -> Result<(), StoreError> {
         Ok(())
     }
+
+    fn keeps_tokens(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]

@@ -182,6 +182,12 @@ pub trait TokenStore: Send + Sync {
 
     /// Ends `holder`'s claim on refreshing token `name`.
     async fn release_token_refresh(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Whether tokens put here are kept for the next user (`false`: a dry run's memory; see
+    /// `http::auth::TokenCache::keeps_tokens`).
+    fn keeps_tokens(&self) -> bool {
+        true
+    }
 }
 
 /// The request budget shared by every replica (`max_requests_per_hour`): what

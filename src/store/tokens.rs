@@ -54,4 +54,8 @@ impl TokenCache for StoreTokenCache {
             .await
             .map_err(|e| TokenCacheError(e.to_string()))
     }
+
+    fn keeps_tokens(&self) -> bool {
+        self.store.keeps_tokens()
+    }
 }
