@@ -53,7 +53,14 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
     "pollbus-truncated-fields",
     REPLAY,
     REPLAY_FOR,
+    RESUBMIT_FOR,
+    RESUBMITTED_FROM,
 ];
+/// The subscription a message resubmitted from its dead-letter queue is meant for (`pollbus
+/// dlq resubmit`); the other subscriptions ignore it with the rule in the README.
+pub const RESUBMIT_FOR: &str = "pollbus-resubmit-for";
+/// The MessageId of the dead-lettered message a resubmitted copy was made from.
+pub const RESUBMITTED_FROM: &str = "pollbus-resubmitted-from";
 /// The replay a message belongs to (`pollbus replay`): the replay's id.
 pub const REPLAY: &str = "pollbus-replay";
 /// The subscription a replay is meant for (`pollbus replay --for`); the other subscriptions of
@@ -632,6 +639,14 @@ mod tests {
         assert!(total <= MAX_PROPERTIES_BYTES, "{total}");
         let small = Message::build(&change(EventType::Update), &ctx(), &TraceContext::random());
         assert!(!small.application_properties.contains_key(TRUNCATED_FIELDS));
+    }
+
+    #[test]
+    fn the_resubmit_marks_are_reserved_too() {
+        for name in [RESUBMIT_FOR, "POLLBUS-RESUBMITTED-FROM", "Diagnostic-Id"] {
+            assert_eq!(property_name(name), format!("pollbus-field-{name}"));
+        }
+        assert_eq!(property_name("pollbus-resubmit"), "pollbus-resubmit");
     }
 
     #[test]

@@ -78,8 +78,10 @@ pub enum DlqError {
     ServiceBus(String),
 }
 
-/// The application property naming the subscription a resubmitted message is meant for.
-pub const RESUBMIT_FOR: &str = "pollbus-resubmit-for";
+use crate::contract::RESUBMITTED_FROM;
+/// The application property naming the subscription a resubmitted message is meant for (a
+/// reserved property name: no changed field takes it).
+pub use crate::contract::RESUBMIT_FOR;
 
 /// The SQL filter the *other* subscriptions of a topic add (as their rule, combined with
 /// their own filter by `AND`) so they ignore resubmits meant for someone else; `{subscription}`
@@ -304,7 +306,7 @@ impl DeadLetterQueue {
             app.0.remove("DeadLetterReason");
             app.0.remove("DeadLetterErrorDescription");
             app.insert(
-                "pollbus-resubmitted-from".to_string(),
+                RESUBMITTED_FROM.to_string(),
                 AmqpSimpleValue::String(info.message_id.clone()),
             );
             app.insert(
