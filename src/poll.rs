@@ -407,7 +407,7 @@ impl Poller {
             state.resync_token = page.next;
             if last {
                 if config.deletes != crate::config::DeleteMode::Off {
-                    let deletions = self.resync_absent(key, run, started).await?;
+                    let (deletions, _, _) = self.absent(key, run, started).await?;
                     let ctx = self.context();
                     for (id, snapshot) in deletions {
                         let change = self.resource.detector.deletion(&id, &snapshot, now);
@@ -468,14 +468,17 @@ impl Poller {
         );
     }
 
-    /// The known records a resync that started at `started` (mark `run`) did not read, under
-    /// the reconciliation's rules: its guard, and two misses in a row for unstable listings.
-    async fn resync_absent(
+    /// The known records a listing that started at `started` (mark `run`: a reconciliation's
+    /// or a resync's) did not list, to delete; with how many it missed and how many listings
+    /// in a row must miss a record. Refused by `reconcile_max_delete_ratio`.
+    async fn absent(
         &self,
         key: &ResourceKey,
         run: i64,
         started: DateTime<Utc>,
-    ) -> Result<Vec<(String, Snapshot)>, PollError> {
+    ) -> Result<(Vec<(String, Snapshot)>, u64, u32), PollError> {
+        // Count first, load later: a listing cut short would otherwise load every snapshot of
+        // the resource before the guard refuses it.
         let missed = self.store.reconcile_miss(key, run, started, None).await?;
         let known = self.store.snapshot_count(key).await?;
         let ratio = self.resource.config.reconcile_max_delete_ratio;
@@ -487,15 +490,18 @@ impl Poller {
                 ratio,
             });
         }
+        // An offset-paged listing can skip a record when others are deleted meanwhile: only
+        // records missed by two listings in a row are deleted then.
         let min_missed = if self.source.stable_id_listing() {
             1
         } else {
             2
         };
-        Ok(self
+        let absent = self
             .store
             .reconcile_absent(key, run, started, min_missed)
-            .await?)
+            .await?;
+        Ok((absent, missed, min_missed))
     }
 
     /// One warning per poll for the records it skipped or degraded: how many, by reason, and
@@ -831,30 +837,7 @@ impl Poller {
                 None => break,
             }
         }
-        // Count first, load later: a listing cut short would otherwise load every snapshot of
-        // the resource before the guard refuses it.
-        let missed = self.store.reconcile_miss(key, run, started, None).await?;
-        let known = self.store.snapshot_count(key).await?;
-        let ratio = self.resource.config.reconcile_max_delete_ratio;
-        if ratio < 1.0 && known > 0 && missed as f64 > ratio * known as f64 {
-            return Err(PollError::ReconcileGuard {
-                resource: self.resource.key(),
-                absent: missed as usize,
-                known,
-                ratio,
-            });
-        }
-        // An offset-paged listing can skip a record when others are deleted meanwhile: only
-        // records missed by two listings in a row are deleted then.
-        let min_missed = if self.source.stable_id_listing() {
-            1
-        } else {
-            2
-        };
-        let absent = self
-            .store
-            .reconcile_absent(key, run, started, min_missed)
-            .await?;
+        let (absent, missed, min_missed) = self.absent(key, run, started).await?;
         tracing::info!(
             resource = %self.resource.key(),
             listed,

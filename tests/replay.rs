@@ -32,6 +32,26 @@ const BIN: &str = env!("CARGO_BIN_EXE_pollbus");
 /// The window every scenario replays, as an operator would type it (`until` in local time).
 const SINCE: &str = "2024-05-01T10:05:00Z";
 const UNTIL: &str = "2024-05-01T12:15:00+02:00";
+/// The window of most tests here.
+const WINDOW: &[&str] = &[
+    "--resource",
+    "customer_contact",
+    "--since",
+    SINCE,
+    "--until",
+    UNTIL,
+];
+/// The window, for subscription `crm-sync`.
+const FOR_CRM_SYNC: &[&str] = &[
+    "--resource",
+    "customer_contact",
+    "--since",
+    SINCE,
+    "--until",
+    UNTIL,
+    "--for",
+    "crm-sync",
+];
 
 /// The seeded records by name.
 struct Seeded {
@@ -315,18 +335,7 @@ async fn a_replay_sends_the_window_once_per_record_with_every_field_and_leaves_t
     let budget_before = dir.budget_used().await;
     sim.clear_requests();
 
-    let run = dir
-        .replay(&[
-            "--resource",
-            "customer_contact",
-            "--since",
-            SINCE,
-            "--until",
-            UNTIL,
-            "--for",
-            "crm-sync",
-        ])
-        .await;
+    let run = dir.replay(FOR_CRM_SYNC).await;
     run.assert_code(0);
     let id = run.replay_id();
     let expected_id = ReplayRequest::parse(
@@ -680,16 +689,7 @@ async fn a_full_outbox_is_published_before_the_replay_goes_on() {
         .unwrap()
         .replace("[outbox]", "[outbox]\nmax_rows = 2\nbatch_size = 2");
     std::fs::write(dir.path().join("pollbus.toml"), text).unwrap();
-    let run = dir
-        .replay(&[
-            "--resource",
-            "customer_contact",
-            "--since",
-            SINCE,
-            "--until",
-            UNTIL,
-        ])
-        .await;
+    let run = dir.replay(WINDOW).await;
     run.assert_code(0);
     assert!(
         run.stderr
@@ -723,16 +723,7 @@ async fn a_replay_stops_when_the_outbox_stays_full_and_keeps_what_it_queued() {
     );
     dir.pollbus("poll-once", &[]).await.assert_code(0);
     let before = dir.state(&seeded.all()).await;
-    let run = dir
-        .replay(&[
-            "--resource",
-            "customer_contact",
-            "--since",
-            SINCE,
-            "--until",
-            UNTIL,
-        ])
-        .await;
+    let run = dir.replay(WINDOW).await;
     run.assert_code(1);
     let id = run.replay_id();
     assert!(
@@ -764,18 +755,7 @@ async fn a_replay_beside_a_running_daemon_is_published_by_it() {
     let mut daemon = tokio::task::spawn_blocking(move || RunningPollbus::start(BIN, &path))
         .await
         .unwrap();
-    let run = dir
-        .replay(&[
-            "--resource",
-            "customer_contact",
-            "--since",
-            SINCE,
-            "--until",
-            UNTIL,
-            "--for",
-            "crm-sync",
-        ])
-        .await;
+    let run = dir.replay(FOR_CRM_SYNC).await;
     run.assert_code(0);
     let id = run.replay_id();
     assert!(
@@ -827,18 +807,7 @@ async fn a_replay_on_postgres_state_publishes_itself_and_leaves_the_state_alone(
     let store = pollbus::store::open(&db.url).await.unwrap();
     let before = StateView::of(store.as_ref(), &seeded.all()).await;
     assert!(before.resource.is_some());
-    let run = dir
-        .replay(&[
-            "--resource",
-            "customer_contact",
-            "--since",
-            SINCE,
-            "--until",
-            UNTIL,
-            "--for",
-            "crm-sync",
-        ])
-        .await;
+    let run = dir.replay(FOR_CRM_SYNC).await;
     run.assert_code(0);
     assert!(run.stderr.contains("outbox left 0"), "{}", run.stderr);
     let lines = dir.lines();
@@ -914,18 +883,7 @@ async fn a_replay_reaches_its_subscription_with_its_marks_and_not_the_others() {
     for s in ["crm-sync", "audit", "everything", "no-replays"] {
         assert_eq!(active(&emulator, s), 1, "{s}");
     }
-    let run = dir
-        .replay(&[
-            "--resource",
-            "customer_contact",
-            "--since",
-            SINCE,
-            "--until",
-            UNTIL,
-            "--for",
-            "crm-sync",
-        ])
-        .await;
+    let run = dir.replay(FOR_CRM_SYNC).await;
     run.assert_code(0);
     let id = run.replay_id();
     assert_eq!(
@@ -979,18 +937,7 @@ async fn a_replay_reaches_its_subscription_with_its_marks_and_not_the_others() {
         .is_none());
 
     // The same replay again within the duplicate-detection window: the broker drops it all.
-    let again = dir
-        .replay(&[
-            "--resource",
-            "customer_contact",
-            "--since",
-            SINCE,
-            "--until",
-            UNTIL,
-            "--for",
-            "crm-sync",
-        ])
-        .await;
+    let again = dir.replay(FOR_CRM_SYNC).await;
     again.assert_code(0);
     assert_eq!(again.replay_id(), id);
     assert_eq!(active(&emulator, "crm-sync"), 0, "nothing sent twice");
@@ -1019,18 +966,7 @@ async fn a_replay_while_service_bus_is_down_waits_in_the_outbox_and_a_later_publ
     let mut emulator = emulator().await;
     let (_sim, seeded, dir) = polled(&servicebus_sink(&emulator), "").await;
     emulator.stop().await;
-    let run = dir
-        .replay(&[
-            "--resource",
-            "customer_contact",
-            "--since",
-            SINCE,
-            "--until",
-            UNTIL,
-            "--for",
-            "crm-sync",
-        ])
-        .await;
+    let run = dir.replay(FOR_CRM_SYNC).await;
     run.assert_code(1);
     let id = run.replay_id();
     assert!(

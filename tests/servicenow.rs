@@ -1005,22 +1005,21 @@ async fn one_bad_record_spoils_nothing_else() {
     h.sink.assert_unique();
 }
 
-/// `pollbus check --probe --fields` on the recorded incident (92 columns from a real instance):
-/// the field map lists every column the table returns, not only the configured one, minus the
-/// id and date fields; pasted below the resource it is a valid configuration.
-#[tokio::test(flavor = "multi_thread")]
-async fn check_probe_fields_prints_the_whole_records_field_map_ready_to_paste() {
+/// The incident recorded from a real instance (92 columns).
+fn recorded_incident() -> serde_json::Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/reference/fixtures/servicenow/table_incident_page.json"
     );
     let page: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let incident = page["result"][0].clone();
-    let sim = ServiceNowSim::start().await;
-    sim.insert("incident", incident.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let head = format!(
+    page["result"][0].clone()
+}
+
+/// A configuration file polling table `incident` at `base` into `out.jsonl`, state in
+/// `state.db`, up to the resource's fields (the caller appends them).
+fn incident_cli_config(base: &str) -> String {
+    format!(
         r#"
 [state]
 url = "sqlite://state.db"
@@ -1030,15 +1029,26 @@ path = "out.jsonl"
 [[sources]]
 name = "sn"
 kind = "servicenow"
-base_url = "{}"
+base_url = "{base}"
 source_system = "ServiceNow"
 auth = {{ kind = "basic", username = "admin", password = "admin" }}
   [[sources.resources]]
   name = "incident"
   entity = "incident"
-"#,
-        sim.base_url()
-    );
+"#
+    )
+}
+
+/// `pollbus check --probe --fields` on the recorded incident (92 columns from a real instance):
+/// the field map lists every column the table returns, not only the configured one, minus the
+/// id and date fields; pasted below the resource it is a valid configuration.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_probe_fields_prints_the_whole_records_field_map_ready_to_paste() {
+    let incident = recorded_incident();
+    let sim = ServiceNowSim::start().await;
+    sim.insert("incident", incident.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let head = incident_cli_config(sim.base_url());
     std::fs::write(
         dir.path().join("pollbus.toml"),
         format!("{head}  fields = {{ Number = \"number\" }}\n"),
@@ -1099,13 +1109,7 @@ auth = {{ kind = "basic", username = "admin", password = "admin" }}
 /// (`sys_updated_on`, `sys_updated_by`, `sys_mod_count`), each value in the properties.
 #[tokio::test(flavor = "multi_thread")]
 async fn whole_record_tracking_publishes_exactly_the_changed_columns_of_a_recorded_incident() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/fixtures/servicenow/table_incident_page.json"
-    );
-    let page: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let incident = page["result"][0].clone();
+    let incident = recorded_incident();
     let sim = ServiceNowSim::start().await;
     sim.set_now(t("2016-12-15T00:00:00Z"));
     let sys_id = sim.insert("incident", incident.clone());
@@ -1113,25 +1117,8 @@ async fn whole_record_tracking_publishes_exactly_the_changed_columns_of_a_record
     std::fs::write(
         dir.path().join("pollbus.toml"),
         format!(
-            r#"
-[state]
-url = "sqlite://state.db"
-[sink]
-kind = "jsonl"
-path = "out.jsonl"
-[[sources]]
-name = "sn"
-kind = "servicenow"
-base_url = "{}"
-source_system = "ServiceNow"
-auth = {{ kind = "basic", username = "admin", password = "admin" }}
-  [[sources.resources]]
-  name = "incident"
-  entity = "incident"
-  fields = "*"
-  exclude = ["sys_tags"]
-"#,
-            sim.base_url()
+            "{}  fields = \"*\"\n  exclude = [\"sys_tags\"]\n",
+            incident_cli_config(sim.base_url())
         ),
     )
     .unwrap();
