@@ -200,7 +200,30 @@ fn poll_once_writes_valid_lines_and_never_repeats_a_change() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a usage error, as for replay and resync"
+    );
+    assert!(
+        text(&out.stderr).contains("no resource named \"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = pollbus(
+        BIN,
+        Some(dir.path()),
+        &[
+            "poll-once",
+            "--config",
+            "pollbus.toml",
+            "--resource",
+            "nope",
+            "--dry-run",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(64));
     assert!(
         text(&out.stderr).contains("no resource named \"nope\""),
         "{}",

@@ -11,15 +11,24 @@ use tokio_util::sync::CancellationToken;
 use pollbus::clock::{Clock, SystemClock};
 use pollbus::config::Config;
 use pollbus::contract::TraceContext;
+use pollbus::daemon::StartError;
 use pollbus::poll::{PollReport, Poller};
 use pollbus::source::{Resource, SourceContext};
 use pollbus::store::dry_run::{DryRunStore, DryRunTokens};
+
+use super::EXIT_CONFIG;
 
 /// Polls once and reports the counts on stderr. Exit 1 when a poll failed or messages are
 /// left in the outbox.
 pub async fn poll_once(config: Config, resource: Option<&str>) -> anyhow::Result<ExitCode> {
     let app = super::start(config).await?;
-    let (report, errors, left) = app.poll_once(resource).await?;
+    let (report, errors, left) = match app.poll_once(resource).await {
+        Err(e @ StartError::UnknownResource(_)) => {
+            eprintln!("pollbus: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        result => result?,
+    };
     eprintln!(
         "pollbus: polled {} pages, {} records: {} created, {} updated, {} deleted, {} no-op, {} skipped; outbox left {}",
         report.pages, report.records, report.created, report.updated, report.deleted,
@@ -141,7 +150,11 @@ pub async fn dry_run(config: Config, resource: Option<&str>) -> anyhow::Result<E
         }
     }
     if let Some(filter) = resource.filter(|_| polled == 0) {
-        anyhow::bail!("no resource {filter:?} is configured (RESOURCE or SOURCE/RESOURCE)");
+        eprintln!(
+            "pollbus: {}",
+            StartError::UnknownResource(filter.to_string())
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG));
     }
     let messages = dry.take_messages();
     let lines = pollbus::sink::to_lines(&messages);
