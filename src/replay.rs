@@ -37,7 +37,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
-use crate::config::{Config, ResourceConfig, SourceConfig};
+use crate::config::{Config, ResourceLookupError};
 use crate::contract::{format_timestamp, Message, MessageContext, TraceContext};
 use crate::outbox::Publisher;
 use crate::record::SourceRecord;
@@ -87,17 +87,9 @@ pub enum ReplayError {
         /// What is wrong with it.
         problem: String,
     },
-    /// `--resource` names no configured resource.
-    #[error("no resource {0:?} is configured (use SOURCE/RESOURCE as `pollbus check` lists them)")]
-    UnknownResource(String),
-    /// `--resource` names a resource of several sources.
-    #[error("resource {name:?} is configured in several sources ({candidates}); name one as SOURCE/RESOURCE")]
-    AmbiguousResource {
-        /// The name given.
-        name: String,
-        /// The matching `source/resource` keys.
-        candidates: String,
-    },
+    /// `--resource` names no single configured resource.
+    #[error(transparent)]
+    Resource(#[from] ResourceLookupError),
     /// The vendor failed; pages already queued stay in the outbox.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -126,8 +118,7 @@ impl ReplayError {
             ReplayError::BadTime { .. }
                 | ReplayError::BadWindow(_)
                 | ReplayError::BadSubscription { .. }
-                | ReplayError::UnknownResource(_)
-                | ReplayError::AmbiguousResource { .. }
+                | ReplayError::Resource(_)
         )
     }
 }
@@ -223,7 +214,7 @@ impl ReplayRequest {
         target: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<ReplayRequest, ReplayError> {
-        let (source, resource_config) = find_resource(config, resource)?;
+        let (source, resource_config) = config.resource_named(resource)?;
         let since = parse_time("since", since)?;
         let until = until.map(|u| parse_time("until", u)).transpose()?;
         if let Some(until) = until.filter(|u| *u <= since) {
@@ -313,31 +304,6 @@ impl fmt::Display for ReplayRequest {
             Some(t) => write!(f, ", for subscription {t:?}"),
             None => write!(f, ", for every subscription"),
         }
-    }
-}
-
-/// The source and resource configuration `name` (RESOURCE or SOURCE/RESOURCE) designates.
-fn find_resource<'c>(
-    config: &'c Config,
-    name: &str,
-) -> Result<(&'c SourceConfig, &'c ResourceConfig), ReplayError> {
-    let found: Vec<(&SourceConfig, &ResourceConfig)> = config
-        .sources
-        .iter()
-        .flat_map(|s| s.resources.iter().map(move |r| (s, r)))
-        .filter(|(s, r)| r.name == name || format!("{}/{}", s.name, r.name) == name)
-        .collect();
-    match found.as_slice() {
-        [] => Err(ReplayError::UnknownResource(name.to_string())),
-        [one] => Ok(*one),
-        many => Err(ReplayError::AmbiguousResource {
-            name: name.to_string(),
-            candidates: many
-                .iter()
-                .map(|(s, r)| format!("{}/{}", s.name, r.name))
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
     }
 }
 

@@ -13,22 +13,10 @@ use super::{timestamp_or, EXIT_CONFIG};
 /// Finds `target` (`SOURCE/RESOURCE`, or `RESOURCE` when only one source has it) and records a
 /// resync request for it; prints what happens next.
 pub async fn resync(config: &Config, target: &str) -> anyhow::Result<ExitCode> {
-    let found: Vec<_> = config
-        .sources
-        .iter()
-        .flat_map(|s| s.resources.iter().map(move |r| (s, r)))
-        .filter(|(s, r)| target == r.name || target == format!("{}/{}", s.name, r.name))
-        .collect();
-    let (source, resource) = match found.as_slice() {
-        [one] => *one,
-        [] => {
-            eprintln!("pollbus: no resource {target:?} is configured (SOURCE/RESOURCE)");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
-        _ => {
-            eprintln!(
-                "pollbus: {target:?} names a resource of several sources; write SOURCE/RESOURCE"
-            );
+    let (source, resource) = match config.resource_named(target) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("pollbus: {e}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };

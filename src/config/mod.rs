@@ -196,6 +196,50 @@ fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
     ConfigError::one(location, message.trim().to_string())
 }
 
+/// Why a command's `SOURCE/RESOURCE` (or `RESOURCE`) names no single configured resource.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceLookupError {
+    /// No configured resource has that name.
+    #[error("no resource {0:?} is configured (use SOURCE/RESOURCE as `pollbus check` lists them)")]
+    Unknown(String),
+    /// A resource of that name is configured in several sources.
+    #[error("resource {name:?} is configured in several sources ({candidates}); name one as SOURCE/RESOURCE")]
+    Ambiguous {
+        /// The name given.
+        name: String,
+        /// The matching `source/resource` keys.
+        candidates: String,
+    },
+}
+
+impl Config {
+    /// The source and resource `name` designates: `SOURCE/RESOURCE`, or `RESOURCE` when only
+    /// one source has it (what `pollbus replay` and `pollbus resync` take).
+    pub fn resource_named(
+        &self,
+        name: &str,
+    ) -> Result<(&SourceConfig, &ResourceConfig), ResourceLookupError> {
+        let found: Vec<(&SourceConfig, &ResourceConfig)> = self
+            .sources
+            .iter()
+            .flat_map(|s| s.resources.iter().map(move |r| (s, r)))
+            .filter(|(s, r)| r.name == name || format!("{}/{}", s.name, r.name) == name)
+            .collect();
+        match found.as_slice() {
+            [] => Err(ResourceLookupError::Unknown(name.to_string())),
+            [one] => Ok(*one),
+            many => Err(ResourceLookupError::Ambiguous {
+                name: name.to_string(),
+                candidates: many
+                    .iter()
+                    .map(|(s, r)| format!("{}/{}", s.name, r.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +333,26 @@ source_system = "CRM"
             lines,
             ["sources[0].resources[0].exclude: exclude applies only to fields = \"*\"; leave the field out of the table instead"]
         );
+    }
+
+    #[test]
+    fn a_resource_is_named_as_source_slash_resource_or_alone_when_unique() {
+        let mut c = Config::parse(MINIMAL, "t.toml").unwrap();
+        let (s, r) = c.resource_named("customers").unwrap();
+        assert_eq!((s.name.as_str(), r.name.as_str()), ("demo", "customers"));
+        assert!(c.resource_named("demo/customers").is_ok());
+        assert_eq!(
+            c.resource_named("demo/nope").unwrap_err().to_string(),
+            "no resource \"demo/nope\" is configured (use SOURCE/RESOURCE as `pollbus check` lists them)"
+        );
+        let mut other = c.sources[0].clone();
+        other.name = "erp".into();
+        c.sources.push(other);
+        assert_eq!(
+            c.resource_named("customers").unwrap_err().to_string(),
+            "resource \"customers\" is configured in several sources (demo/customers, erp/customers); name one as SOURCE/RESOURCE"
+        );
+        assert!(c.resource_named("erp/customers").is_ok());
     }
 
     #[test]
