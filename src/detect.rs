@@ -36,8 +36,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::contract::{Change, EventType};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use crate::fingerprint::{missing_hash, name_tag, value_hash, Fingerprint, Layout};
 use crate::record::{scalar_text, FieldPath, SourceRecord};
@@ -197,6 +198,7 @@ impl Detector {
         d.whole = Some(Arc::new(Whole {
             exclude: exclude.into_iter().collect(),
             warned: Default::default(),
+            layouts: Default::default(),
         }));
         d
     }
@@ -503,7 +505,14 @@ struct Whole {
     /// Whether a field that cannot be tracked (a name that is no contract field name, two
     /// names with one tag, a vanished field whose name is unknown) was warned about.
     warned: AtomicBool,
+    /// The named layouts of the field sets seen, by layout id: records of one shape share one
+    /// (no names copied per record), and an equal layout is the same `Arc`.
+    layouts: Mutex<HashMap<u32, Arc<Layout>>>,
 }
+
+/// Field sets [`Whole`] keeps named layouts of; a vendor whose records vary more (it omits
+/// nulls) starts over past it.
+const WHOLE_LAYOUTS_KEPT: usize = 1024;
 
 impl Whole {
     /// The tracked fields of `raw`: every top-level key but the excluded ones, with its tag
@@ -540,9 +549,23 @@ impl Whole {
     /// The fingerprint of `raw`'s tracked fields, under a layout that names them.
     fn fingerprint(&self, raw: &Value) -> Fingerprint {
         let fields = self.fields(raw);
-        let layout = Arc::new(Layout::named(
-            fields.iter().map(|f| (f.0, f.1.to_string())).collect(),
-        ));
+        let plain = Layout::new(fields.iter().map(|f| f.0).collect());
+        let layout = {
+            let mut known = self.layouts.lock().unwrap_or_else(|e| e.into_inner());
+            match known.get(&plain.id()) {
+                Some(l) if **l == plain => l.clone(),
+                _ => {
+                    if known.len() >= WHOLE_LAYOUTS_KEPT {
+                        known.clear();
+                    }
+                    let named = Arc::new(Layout::named(
+                        fields.iter().map(|f| (f.0, f.1.to_string())).collect(),
+                    ));
+                    known.insert(named.id(), named.clone());
+                    named
+                }
+            }
+        };
         let hashes: Vec<(u32, u64)> = fields.iter().map(|f| (f.0, f.2)).collect();
         Fingerprint::from_hashes(layout, &hashes)
     }
@@ -1143,6 +1166,24 @@ mod tests {
             matches!(&det.outcome, Outcome::Changed(c) if c.changed.is_empty()),
             "still an UPDATE (the record changed), without the field it cannot name: {det:?}"
         );
+    }
+
+    #[test]
+    fn whole_records_of_one_shape_share_one_named_layout() {
+        let d = whole();
+        let a = d.detect(
+            &raw_rec("2024-01-01T00:00:00Z", json!({"a": 1, "b": "x"})),
+            None,
+            Phase::Steady,
+        );
+        let b = d.detect(
+            &raw_rec("2024-01-01T00:00:00Z", json!({"a": 2, "b": "y"})),
+            None,
+            Phase::Steady,
+        );
+        let (a, b) = (a.snapshot.unwrap(), b.snapshot.unwrap());
+        assert!(Arc::ptr_eq(&a.fingerprint.layout, &b.fingerprint.layout));
+        assert_eq!(a.fingerprint.layout.name_of(name_tag("b")), Some("b"));
     }
 
     #[test]
